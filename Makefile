@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets up .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is installed first and pinned, so that pip takes the wheel this machine caches.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+SHARED_MEDMNIST := $(abspath ../shared/data/medmnist)
+export MEDMNIST_ROOT ?= $(if $(wildcard $(SHARED_MEDMNIST)/*.npz),$(SHARED_MEDMNIST),)
+
+.PHONY: venv demo test lint format clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[test,medmnist,dicom]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m sklearn_cae demo
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+format: venv
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

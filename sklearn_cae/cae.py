@@ -1,0 +1,80 @@
+"""The convolutional auto-encoder over backbone feature maps, trained by skorch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from skorch import NeuralNet
+from skorch.utils import to_tensor
+from torch import nn
+
+__all__ = ["AutoEncoderNet", "ConvAutoEncoder"]
+
+
+def _conv_block(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ConvAutoEncoder(nn.Module):
+    """Convolutional auto-encoder that keeps the spatial size of its input.
+
+    The encoder is a stack of ``conv-BN-ReLU`` blocks of widths ``layer_sizes``
+    followed by a bottleneck ``conv-ReLU`` with ``bottleneck`` channels (the code);
+    the decoder mirrors it and ends in a linear convolution, since the standardised
+    feature maps it reconstructs take negative values.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the feature maps to reconstruct.
+    layer_sizes : sequence of int, default=(128,)
+        Widths of the encoder's hidden convolutions (mirrored in the decoder).
+    bottleneck : int, default=64
+        Channels of the code.
+    kernel_size : int, default=3
+        Odd kernel size of every convolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        layer_sizes: Sequence[int] = (128,),
+        bottleneck: int = 64,
+        kernel_size: int = 3,
+    ):
+        super().__init__()
+        widths = [in_channels, *layer_sizes]
+        self.encoder = nn.Sequential(
+            *(_conv_block(a, b, kernel_size) for a, b in zip(widths, widths[1:])),
+            nn.Conv2d(widths[-1], bottleneck, kernel_size, padding=kernel_size // 2),
+            nn.ReLU(inplace=True),
+        )
+        back = [bottleneck, *reversed(layer_sizes)]
+        self.decoder = nn.Sequential(
+            *(_conv_block(a, b, kernel_size) for a, b in zip(back, back[1:])),
+            nn.Conv2d(back[-1], in_channels, kernel_size, padding=kernel_size // 2),
+        )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the bottleneck code, shape ``(n, bottleneck, h, w)``."""
+        return self.encoder(x.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encode(x))
+
+
+class AutoEncoderNet(NeuralNet):
+    """A skorch :class:`~skorch.NeuralNet` whose target is its input.
+
+    Fit it with ``y=None``: the loss compares the reconstruction with the input
+    batch, so no labels are ever used.
+    """
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        target = to_tensor(X, device=self.device).to(y_pred.dtype)
+        return super().get_loss(y_pred, target, X=X, training=training)
