@@ -1,0 +1,186 @@
+"""CAETransferFeaturizer and BackboneFeaturizer: outputs, training, params, state."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from skorch.callbacks import Callback
+
+from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
+
+from .conftest import FAST, FAST_CAE
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).integers(0, 256, size=(24, 28, 28), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def fitted(images):
+    return CAETransferFeaturizer(**FAST_CAE).fit(images)
+
+
+def test_output_shape_dtype_and_names(fitted, images):
+    features = fitted.transform(images)
+    assert features.dtype == np.float32
+    assert features.shape == (24, 2 * 8)  # avgmax of an 8-channel code
+    names = fitted.get_feature_names_out()
+    assert len(names) == features.shape[1]
+    assert names[0] == "blocks.4_code_avg_0" and names[-1] == "blocks.4_code_max_7"
+    assert np.all(np.isfinite(features))
+
+
+def test_fitted_attributes(fitted):
+    assert fitted.layers_ == ["blocks.4"]
+    assert fitted.backbone_.stage_names[-1] == "blocks.4", "backbone not truncated"
+    assert not any(p.requires_grad for p in fitted.backbone_.parameters())
+    assert fitted.map_mean_[0].shape == (fitted.n_channels_[0],)
+    assert fitted.n_input_channels_ == 1
+    assert len(fitted.cae_.history) == 2
+
+
+def test_cae_learns_to_reconstruct(images):
+    feat = CAETransferFeaturizer(**{**FAST_CAE, "max_epochs": 8, "patience": None}).fit(images)
+    losses = feat.cae_.history[:, "train_loss"]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_same_random_state_same_features(images):
+    a = CAETransferFeaturizer(**FAST_CAE).fit(images).transform(images)
+    b = CAETransferFeaturizer(**FAST_CAE).fit(images).transform(images)
+    c = CAETransferFeaturizer(**{**FAST_CAE, "random_state": 1}).fit(images).transform(images)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_fit_transform_equals_fit_then_transform(images):
+    feat = CAETransferFeaturizer(**FAST_CAE)
+    np.testing.assert_allclose(feat.fit_transform(images), feat.transform(images), atol=1e-5)
+
+
+def test_y_is_ignored(images):
+    y = np.arange(len(images)) % 2
+    a = CAETransferFeaturizer(**FAST_CAE).fit(images, y).transform(images)
+    b = CAETransferFeaturizer(**FAST_CAE).fit(images).transform(images)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(("pooling", "per_channel"), [("avg", 1), ("max", 1), ("spp", 5)])
+def test_poolings(images, pooling, per_channel):
+    feat = CAETransferFeaturizer(**{**FAST_CAE, "pooling": pooling})
+    features = feat.fit_transform(images)
+    assert features.shape == (len(images), 8 * per_channel)
+    assert len(feat.get_feature_names_out()) == features.shape[1]
+
+
+def test_several_layers_give_one_cae_each(images):
+    feat = CAETransferFeaturizer(**{**FAST_CAE, "layer": ["blocks.2", "blocks.4"]})
+    features = feat.fit_transform(images)
+    assert isinstance(feat.cae_, list) and len(feat.cae_) == 2
+    assert features.shape == (len(images), 2 * 2 * 8)
+    assert feat.get_feature_names_out()[-1].startswith("blocks.4_code")
+
+
+def test_user_callbacks_and_cae_params_reach_skorch(images):
+    class CountEpochs(Callback):
+        def __init__(self):
+            self.epochs = 0
+
+        def on_epoch_end(self, net, **kwargs):
+            self.epochs += 1
+
+    counter = CountEpochs()
+    feat = CAETransferFeaturizer(
+        **FAST_CAE,
+        callbacks=[("count", counter)],
+        cae_params={"optimizer": torch.optim.SGD, "optimizer__momentum": 0.5},
+    ).fit(images)
+    trained_counter = dict(feat.cae_.callbacks_)["count"]
+    assert trained_counter.epochs == 2
+    assert isinstance(feat.cae_.optimizer_, torch.optim.SGD)
+    assert feat.cae_.optimizer_.defaults["momentum"] == 0.5
+
+
+def test_early_stopping_uses_held_out_maps():
+    X = np.random.default_rng(1).integers(0, 256, size=(60, 28, 28), dtype=np.uint8)
+    feat = CAETransferFeaturizer(**{**FAST_CAE, "max_epochs": 40, "patience": 1, "lr": 0.05})
+    feat.fit(X)
+    history = feat.cae_.history
+    assert "valid_loss" in history[-1]
+    assert len(history) < 40, "early stopping never triggered"
+
+
+def test_rgb_input_and_channel_mismatch(images):
+    rgb = np.repeat(images[..., np.newaxis], 3, axis=-1)
+    feat = CAETransferFeaturizer(**FAST_CAE).fit(rgb)
+    assert feat.n_input_channels_ == 3
+    with pytest.raises(ValueError, match="fitted on 3-channel images"):
+        feat.transform(images)
+
+
+def test_pickle_round_trip(fitted, images):
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(restored.transform(images), fitted.transform(images))
+
+
+def test_backbone_featurizer(images):
+    feat = BackboneFeaturizer(layer=["blocks.2", "blocks.4"], pooling="avgmax", **FAST)
+    features = feat.fit_transform(images)
+    assert features.shape == (len(images), 2 * (40 + 112))
+    assert features.dtype == np.float32
+    assert len(feat.get_feature_names_out()) == features.shape[1]
+
+
+def test_pandas_output(fitted, images):
+    pytest.importorskip("pandas")
+    frame = CAETransferFeaturizer(**FAST_CAE).set_output(transform="pandas").fit_transform(images)
+    assert list(frame.columns) == list(fitted.get_feature_names_out())
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"bottleneck": -1}, "bottleneck must be a positive int"),
+        ({"layer_sizes": (16, 0)}, "layer_sizes"),
+        ({"backbone": "no_such_net"}, "Unknown backbone"),
+        ({"layer": "blocks.99"}, r"Unknown layer 'blocks.99'.*Valid layers: \['conv_stem'"),
+        ({"pooling": "median"}, "Unknown pooling"),
+        ({"image_size": 0}, "image_size"),
+        ({"device": "gpu0"}, "device must be"),
+        ({"max_epochs": 0}, "max_epochs"),
+        ({"lr": -1.0}, "lr must be"),
+        ({"validation_fraction": 1.5}, "validation_fraction"),
+    ],
+)
+def test_bad_parameters_fail_at_fit_and_leave_nothing_fitted(fitted, images, params, message):
+    import copy
+
+    feat = copy.deepcopy(fitted).set_params(**params)
+    with pytest.raises(ValueError, match=message):
+        feat.fit(images)
+    assert not hasattr(feat, "cae_") and not hasattr(feat, "backbone_")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_without_cuda_is_a_clear_error(images):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        CAETransferFeaturizer(**FAST_CAE, device="cuda").fit(images)
+
+
+def test_nan_loss_is_a_clear_error(images):
+    feat = CAETransferFeaturizer(**{**FAST_CAE, "lr": 1e12, "max_epochs": 3})
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        feat.fit(images)
+    assert not hasattr(feat, "cae_")
+
+
+@pytest.mark.gpu
+def test_fitted_on_gpu_transforms_on_cpu(images):
+    feat = CAETransferFeaturizer(**FAST_CAE, device="cuda").fit(images)
+    on_gpu = feat.transform(images)
+    restored = pickle.loads(pickle.dumps(feat)).set_params(device="cpu")
+    np.testing.assert_allclose(restored.transform(images), on_gpu, atol=0.1)
