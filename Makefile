@@ -6,13 +6,13 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 SHARED_MEDMNIST := $(abspath ../shared/data/medmnist)
 export MEDMNIST_ROOT ?= $(if $(wildcard $(SHARED_MEDMNIST)/*.npz),$(SHARED_MEDMNIST),)
 
-.PHONY: venv demo test lint format clean
+.PHONY: venv demo test lint format docs clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[test,medmnist,dicom]'
+	$(PY) -m pip install -q -e '.[test,medmnist,dicom,dask,plot]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -26,6 +26,10 @@ lint: venv
 
 test: lint
 	$(PY) -m pytest
+
+docs: venv
+	$(PY) -m pip install -q -e '.[docs]'
+	$(MAKE) -C docs html
 
 format: venv
 	$(PY) -m ruff format .

@@ -96,7 +96,7 @@ class TappedBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         tapped = {}
-        for name, stage in zip(self.stage_names, self.stages):
+        for name, stage in zip(self.stage_names, self.stages, strict=True):
             x = stage(x)
             if name in self.taps:
                 tapped[name] = x
@@ -183,7 +183,7 @@ def _load_state_in_order(model: nn.Module, items) -> None:
             f"The checkpoint holds {len(items)} tensors, the model expects {len(target)}."
         )
     state = {}
-    for (key, expected), (src_key, tensor) in zip(target.items(), items):
+    for (key, expected), (src_key, tensor) in zip(target.items(), items, strict=True):
         if tuple(expected.shape) != tuple(tensor.shape):
             raise ValueError(
                 f"Checkpoint tensor {src_key!r} has shape {tuple(tensor.shape)}, but "
@@ -317,9 +317,7 @@ def _stages(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
         return stages
     if isinstance(model, torchvision.models.ResNet):
         stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
-        return [("stem", stem)] + [
-            (f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)
-        ]
+        return [("stem", stem)] + [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)]
     features = getattr(model, "features", None)
     if isinstance(features, nn.Sequential) and isinstance(
         model,
@@ -340,7 +338,7 @@ def _fx_layers(model: nn.Module) -> list[str]:
     from torchvision.models.feature_extraction import get_graph_node_names
 
     _, eval_nodes = get_graph_node_names(model.eval())
-    return [node for node in eval_nodes if node != "x"][:-1] or eval_nodes
+    return eval_nodes[1:]  # the first node is the input placeholder
 
 
 def load_backbone(backbone: str | nn.Module, weights="DEFAULT") -> BackboneSpec:
@@ -377,16 +375,18 @@ def load_backbone(backbone: str | nn.Module, weights="DEFAULT") -> BackboneSpec:
 @functools.lru_cache(maxsize=32)
 def _layers_of_name(backbone: str) -> tuple[str, ...]:
     source, name = _resolve_name(backbone)
-    if source == "lite0":
-        model = _build_lite0(None)
-    elif source == "torchvision":
-        import torchvision
+    # Build on the meta device: listing names needs the structure, not the tensors.
+    with torch.device("meta"):
+        if source == "lite0":
+            model = _build_lite0(None)
+        elif source == "torchvision":
+            import torchvision
 
-        model = torchvision.models.get_model(name, weights=None)
-    else:
-        import timm
+            model = torchvision.models.get_model(name, weights=None)
+        else:
+            import timm
 
-        model = timm.create_model(name, pretrained=False)
+            model = timm.create_model(name, pretrained=False)
     stages = _stages(model)
     if stages is not None:
         return tuple(stage for stage, _ in stages)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -38,6 +39,11 @@ class ConvAutoEncoder(nn.Module):
         Channels of the code.
     kernel_size : int, default=3
         Odd kernel size of every convolution.
+    noise : float, default=0.0
+        Masking-noise rate of a denoising auto-encoder: while training, each input
+        value is zeroed with this probability (and the rest rescaled, as in
+        dropout) while the loss still compares with the clean input. Inactive in
+        eval mode, so codes are computed from clean maps.
     """
 
     def __init__(
@@ -46,17 +52,19 @@ class ConvAutoEncoder(nn.Module):
         layer_sizes: Sequence[int] = (128,),
         bottleneck: int = 64,
         kernel_size: int = 3,
+        noise: float = 0.0,
     ):
         super().__init__()
+        self.corrupt = nn.Dropout(noise)
         widths = [in_channels, *layer_sizes]
         self.encoder = nn.Sequential(
-            *(_conv_block(a, b, kernel_size) for a, b in zip(widths, widths[1:])),
+            *(_conv_block(a, b, kernel_size) for a, b in itertools.pairwise(widths)),
             nn.Conv2d(widths[-1], bottleneck, kernel_size, padding=kernel_size // 2),
             nn.ReLU(inplace=True),
         )
         back = [bottleneck, *reversed(layer_sizes)]
         self.decoder = nn.Sequential(
-            *(_conv_block(a, b, kernel_size) for a, b in zip(back, back[1:])),
+            *(_conv_block(a, b, kernel_size) for a, b in itertools.pairwise(back)),
             nn.Conv2d(back[-1], in_channels, kernel_size, padding=kernel_size // 2),
         )
 
@@ -65,7 +73,7 @@ class ConvAutoEncoder(nn.Module):
         return self.encoder(x.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encode(x))
+        return self.decoder(self.encode(self.corrupt(x.float())))
 
 
 class AutoEncoderNet(NeuralNet):

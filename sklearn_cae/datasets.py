@@ -2,12 +2,93 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_medmnist"]
+__all__ = ["IMAGE_EXTENSIONS", "load_image_folder", "load_medmnist"]
+
+#: File name endings :func:`load_image_folder` picks up (torchvision's, plus DICOM).
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".ppm",
+    ".pgm",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".dcm",
+    ".dicom",
+)
+_MEDMNIST_SIZES = (28, 64, 128, 224)
+_DOWNLOAD_TIMEOUT_S = 30
+
+
+def load_image_folder(
+    path: str | os.PathLike, *, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """List the images of a class-per-sub-folder tree (torchvision's ImageFolder layout).
+
+    ``path/<class>/**/<file>``: classes are the sub-folders of ``path``, sorted; files
+    are found recursively (following links), in sorted order, by their extension
+    (case-insensitive). Nothing is decoded: pass the paths straight to a featurizer,
+    which reads them lazily in batches.
+
+    Parameters
+    ----------
+    path : str or path
+        The root folder, e.g. ``covid19_xray/images/train``.
+    extensions : tuple of str, default=IMAGE_EXTENSIONS
+        File endings to keep.
+
+    Returns
+    -------
+    paths : ndarray of shape (n,), str
+    labels : ndarray of shape (n,), int64
+        Index into ``class_names``.
+    class_names : list of str
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` is missing, has no class sub-folder, or a class has no image.
+    NotADirectoryError
+        When ``path`` is a file.
+    """
+    from torchvision.datasets.folder import find_classes, make_dataset
+
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"Image folder {str(root)!r} does not exist.")
+    if not root.is_dir():
+        raise NotADirectoryError(
+            f"{str(root)!r} is a file; load_image_folder needs a folder of class sub-folders."
+        )
+    class_names, class_to_idx = find_classes(root)  # raises when there are none
+    samples = make_dataset(root, class_to_idx, extensions=tuple(e.lower() for e in extensions))
+    paths = np.asarray([p for p, _ in samples], dtype=str)
+    labels = np.asarray([label for _, label in samples], dtype=np.int64)
+    return paths, labels, list(class_names)
+
+
+def _offline() -> bool:
+    flag = os.environ.get("SKLEARN_CAE_OFFLINE", "")
+    return flag.lower() in ("1", "true", "yes")
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def _medmnist_root(root) -> Path | None:
@@ -30,13 +111,22 @@ def load_medmnist(
         Image size of the MedMNIST+ release to load.
     root : str or path, default=None
         Folder holding the ``.npz`` files. Defaults to ``$MEDMNIST_ROOT``; when neither
-        is set, medmnist's own folder is used and the file is downloaded if missing.
+        is set, medmnist's own folder (``~/.medmnist``). A missing file is downloaded
+        there (30 s socket timeout), unless ``$SKLEARN_CAE_OFFLINE`` is set.
 
     Returns
     -------
     images : ndarray of shape (n, size, size) or (n, size, size, 3), uint8
     labels : ndarray of shape (n,), int64
         For multi-label sets, shape (n, n_labels).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file is neither in the folder nor downloadable (offline, or
+        ``$SKLEARN_CAE_OFFLINE`` set); the message says where to put it.
+    ValueError
+        For an unknown name, split or size.
     """
     try:
         import medmnist
@@ -50,22 +140,31 @@ def load_medmnist(
         raise ValueError(f"Unknown MedMNIST data set {name!r}; choose one of {known}.")
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}.")
+    if size not in _MEDMNIST_SIZES:
+        raise ValueError(f"size must be one of {list(_MEDMNIST_SIZES)}, got {size!r}.")
     dataset_class = getattr(medmnist, medmnist.INFO[flag]["python_class"])
-    folder = _medmnist_root(root)
+    from medmnist.info import DEFAULT_ROOT
+
+    folder = _medmnist_root(root) or Path(DEFAULT_ROOT).expanduser()
     suffix = "" if size == 28 else f"_{size}"
-    local_file = folder / f"{flag}{suffix}.npz" if folder else None
-    download = local_file is None or not local_file.is_file()
-    kwargs = {"split": split, "download": download, "size": size}
-    if folder is not None:
-        kwargs["root"] = str(folder)
+    filename = f"{flag}{suffix}.npz"
+    have_file = (folder / filename).is_file()
+    where = str(folder)
+    howto = (
+        f"Put '{filename}' in a folder and pass root= or set MEDMNIST_ROOT to it, or run "
+        "online (without SKLEARN_CAE_OFFLINE) to download it."
+    )
+    if not have_file and _offline():
+        raise FileNotFoundError(f"{filename} is not in {where} and downloads are off. {howto}")
+    kwargs = {"split": split, "download": not have_file, "size": size, "root": str(folder)}
     try:
-        dataset = dataset_class(**kwargs)
-    except Exception as exc:  # medmnist raises bare RuntimeErrors and URL errors
-        where = f"{local_file}" if local_file else "medmnist's default folder"
+        folder.mkdir(parents=True, exist_ok=True)  # medmnist downloads only into a folder
+        with _socket_timeout(_DOWNLOAD_TIMEOUT_S):  # an unreachable server must not hang
+            dataset = dataset_class(**kwargs)
+    except Exception as exc:  # medmnist raises bare RuntimeErrors with long texts
         raise FileNotFoundError(
-            f"Could not load {flag} (size {size}) from {where} ({exc}). Offline, set "
-            "MEDMNIST_ROOT (or pass root=) to a folder holding "
-            f"'{flag}{suffix}.npz'; online, leave both unset to download it."
+            f"Could not load {filename} from {where} (download attempted: "
+            f"{not have_file}; {type(exc).__name__}). {howto}"
         ) from exc
     labels = np.asarray(dataset.labels).astype(np.int64)
     if labels.ndim == 2 and labels.shape[1] == 1:

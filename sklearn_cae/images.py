@@ -1,25 +1,72 @@
-"""Image input: validate arrays of images and turn batches into network input.
+"""Image input: every accepted kind of ``X`` as one :class:`ImageSource`, read in batches.
 
-Validation (:func:`check_images`) runs on the CPU once per call and returns a
-channels-last array ``(n, H, W, C)`` with ``C`` in {1, 3}. Conversion to network input
-(:func:`preprocess_batch`) runs per batch on the target device: intensity scaling,
-grey-to-RGB replication, resizing and normalisation are all tensor operations.
+:func:`as_image_source` validates ``X`` once, on the CPU, before any network runs, and
+wraps it in an :class:`ImageSource`:
+
+* in-memory arrays (``(n, H, W)``, ``(n, H, W, C)``, ``(n, C, H, W)``, or flattened
+  ``(n, H*W*C)`` with ``image_shape``) are sliced batch by batch; each batch is
+  intensity-scaled and resized on the target device;
+* file paths (PNG, JPEG, BMP, TIFF, ... through Pillow; DICOM through pydicom), PIL
+  images and lists of arrays of different sizes are decoded lazily, one batch at a
+  time, by a :class:`torch.utils.data.DataLoader` (with worker processes for files);
+  each image is intensity-scaled and resized to ``image_size`` on the CPU, so images of
+  different sizes can share a batch and no more than a few batches are ever decoded.
+
+Intensity policy (the ``intensity`` parameter of the featurizers) maps pixel values to
+[0, 1] per image, before resizing; nothing is ever wrapped, and values are clipped only
+by an explicit ``(low, high)`` window:
+
+``"auto"`` (default)
+    uint8 / 255; bool as 0 / 1; a float image lying in [0, 1] as it is; every other
+    image (uint16, int16 CT, other integers, floats outside [0, 1], DICOM after the
+    modality rescale) is min-max scaled to its own range.
+``"minmax"``
+    Every image to its own [min, max] (a constant image becomes 0).
+``"dtype"``
+    Integers by the full range of their dtype (uint16: 0-65535, int16: -32768-32767),
+    bool as 0 / 1; float images must lie in [0, 1].
+``(low, high)``
+    A fixed window, e.g. a CT window in Hounsfield units such as ``(-1000, 400)`` for
+    lung; values below ``low`` / above ``high`` become 0 / 1.
+
+Channels: grey images have 1 channel, colour images 3; a 4th (alpha) channel is
+dropped; grey is replicated to 3 channels for the network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.utils.validation import check_array
 
-__all__ = ["check_image_size", "check_images", "preprocess_batch"]
+__all__ = [
+    "INTENSITY_POLICIES",
+    "ImageSource",
+    "as_image_source",
+    "check_image_size",
+    "check_intensity",
+    "normalize_batch",
+    "preprocess_batch",
+    "read_image",
+]
 
-_CHANNELS = (1, 3)
+INTENSITY_POLICIES = ("auto", "minmax", "dtype")
+_CHANNELS = (1, 3, 4)  # 4 = RGBA, alpha dropped
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
+_DICOM_SUFFIXES = {".dcm", ".dicom"}
+_NUM_WORKERS_ENV = "SKLEARN_CAE_NUM_WORKERS"
 
 
+# ----------------------------------------------------------------------------- parameters
 def check_image_size(image_size) -> tuple[int, int]:
     """Validate ``image_size`` (an int or a pair of ints) and return ``(h, w)``."""
     size = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
@@ -32,137 +79,123 @@ def check_image_size(image_size) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _check_intensity(intensity) -> None:
-    if intensity in ("auto", "minmax"):
-        return
+def check_intensity(intensity) -> str | tuple[float, float]:
+    """Validate an intensity policy; return it as a policy name or a float window."""
+    if isinstance(intensity, str) and intensity in INTENSITY_POLICIES:
+        return intensity
     if (
         isinstance(intensity, Sequence)
         and not isinstance(intensity, str)
         and len(intensity) == 2
-        and all(np.isscalar(v) and np.isfinite(v) for v in intensity)
+        and all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
+            for v in intensity
+        )
         and intensity[0] < intensity[1]
     ):
-        return
+        return float(intensity[0]), float(intensity[1])
     raise ValueError(
-        "intensity must be 'auto', 'minmax' or a (low, high) window with low < high, "
-        f"got {intensity!r}."
+        "intensity must be 'auto', 'minmax', 'dtype' or a (low, high) window with "
+        f"finite low < high, got {intensity!r}."
     )
 
 
-def _reshape_flat(X: np.ndarray, image_shape) -> np.ndarray:
-    if image_shape is None:
-        raise ValueError(
-            f"X is 2-D with shape {X.shape}: pass images as an array (n, H, W) or "
-            "(n, H, W, C), or set image_shape=(H, W) or (H, W, C) to unflatten rows."
-        )
-    shape = tuple(image_shape)
-    if len(shape) not in (2, 3) or sum(s == -1 for s in shape) > 1:
-        raise ValueError(
-            f"image_shape must be (H, W) or (H, W, C), with at most one -1, got {image_shape!r}."
-        )
-    try:
-        images = X.reshape((X.shape[0], *shape))
-    except ValueError:
-        raise ValueError(
-            f"Rows of X have {X.shape[1]} values, which cannot be reshaped to "
-            f"image_shape={shape}."
-        ) from None
-    return images
-
-
-def _to_channels_last(X: np.ndarray) -> np.ndarray:
-    if X.ndim == 3:
-        return X[..., np.newaxis]
-    if X.ndim == 4:
-        if X.shape[-1] in _CHANNELS:
-            return X
-        if X.shape[1] in _CHANNELS:  # unambiguous (n, C, H, W)
-            return np.moveaxis(X, 1, -1)
-        raise ValueError(
-            f"X has shape {X.shape}: 4-D images must be (n, H, W, C) or (n, C, H, W) "
-            f"with C in {list(_CHANNELS)}."
-        )
-    raise ValueError(
-        f"X has {X.ndim} dimensions (shape {X.shape}); expected images as (n, H, W), "
-        "(n, H, W, C) or (n, C, H, W), or flattened rows (n, H*W*C) with image_shape."
+def _check_image_shape(image_shape) -> tuple[int, ...]:
+    shape = tuple(image_shape) if isinstance(image_shape, Sequence) else (image_shape,)
+    valid = (
+        len(shape) in (2, 3)
+        and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in shape)
+        and all(s > 0 or s == -1 for s in shape)
+        and sum(s == -1 for s in shape) <= 1
+        and (len(shape) == 2 or shape[2] in (*_CHANNELS, -1))
     )
+    if not valid:
+        raise ValueError(
+            "image_shape must be (H, W) or (H, W, C) with positive entries (C in 1, 3, 4) "
+            f"and at most one -1, got {image_shape!r}."
+        )
+    return tuple(int(s) for s in shape)
 
 
-def check_images(X, *, image_shape=None, intensity="auto") -> np.ndarray:
-    """Validate images and return them channels-last.
+# ----------------------------------------------------------------------- intensity maths
+def _torch_ready(a: np.ndarray) -> np.ndarray:
+    """Cast, losslessly, to a dtype torch computes with (torch lacks most unsigned ints)."""
+    kind, size = a.dtype.kind, a.dtype.itemsize
+    if kind == "b":
+        return a.view(np.uint8)
+    if kind == "u" and size > 1:
+        return a.astype(np.int32 if size == 2 else np.int64 if size == 4 else np.float64)
+    if kind == "i" and size == 1:
+        return a.astype(np.int16)
+    if kind == "f" and size < 4:
+        return a.astype(np.float32)
+    return a.astype(a.dtype.newbyteorder("="), copy=False)
 
-    Parameters
-    ----------
-    X : array-like
-        ``(n, H, W)``, ``(n, H, W, C)``, ``(n, C, H, W)`` with ``C`` in {1, 3}, or
-        ``(n, H*W*C)`` with ``image_shape``.
-    image_shape : tuple of int, default=None
-        ``(H, W)`` or ``(H, W, C)`` used to unflatten 2-D ``X``; one entry may be -1.
-    intensity : {"auto", "minmax"} or (low, high), default="auto"
-        How pixel values map to [0, 1]; see :func:`preprocess_batch`. With "auto",
-        uint8 and bool images are accepted as they are, floats must lie in [0, 1].
 
-    Returns
-    -------
-    ndarray of shape (n, H, W, C)
-        A view of ``X`` where possible (never a modified copy of it).
+def _unit_minmax(x: torch.Tensor) -> torch.Tensor:
+    """Each image of (b, C, H, W) to its own [0, 1]; halving first so spans never overflow."""
+    flat = x.flatten(1)
+    low = flat.amin(dim=1).view(-1, 1, 1, 1) * 0.5
+    span = flat.amax(dim=1).view(-1, 1, 1, 1) * 0.5 - low
+    span = torch.where(span > 0, span, torch.ones_like(span))
+    return (x * 0.5 - low) / span
+
+
+def _scale_intensity(x: torch.Tensor, intensity, source_dtype: np.dtype) -> torch.Tensor:
+    """Map a (b, C, H, W) batch of ``source_dtype`` images to float32 in [0, 1].
+
+    ``x`` holds the values of ``source_dtype`` in a torch dtype (see ``_torch_ready``).
     """
-    _check_intensity(intensity)
-    ndim = np.ndim(X) if not isinstance(X, list | tuple) else np.asarray(X, dtype=object).ndim
-    if ndim == 1:
-        raise ValueError(
-            "X is 1-D; expected a batch of images (n, H, W[, C]). For a single image, "
-            "pass X[np.newaxis]."
-        )
-    X = check_array(
-        X,
-        dtype="numeric",
-        allow_nd=True,
-        ensure_all_finite=True,
-        ensure_min_samples=1,
-        input_name="X",
-    )
-    if X.ndim == 2:
-        X = _reshape_flat(X, image_shape)
-    images = _to_channels_last(X)
-    if 0 in images.shape[1:3]:
-        raise ValueError(f"X holds zero-sized images (shape {X.shape}).")
-    if images.shape[-1] not in _CHANNELS:
-        raise ValueError(
-            f"Images have {images.shape[-1]} channels; expected one of {list(_CHANNELS)}."
-        )
-    if intensity == "auto":
-        _check_auto_range(images)
-    return images
-
-
-def _check_auto_range(images: np.ndarray) -> None:
-    if images.dtype in (np.uint8, np.bool_):
-        return
-    if images.dtype.kind == "f":
-        low, high = float(images.min()), float(images.max())
-        if low >= 0.0 and high <= 1.0:
-            return
-        problem = f"float pixel values in [{low:g}, {high:g}], outside [0, 1]"
-    else:
-        problem = f"pixels of dtype {images.dtype}"
-    raise ValueError(
-        f"Got {problem}. With intensity='auto', images must be uint8 (0-255) or float "
-        "in [0, 1]. Set intensity='minmax' to rescale each image to its own range, or "
-        "intensity=(low, high) to map a fixed window to [0, 1]."
-    )
-
-
-def _scale_intensity(batch: torch.Tensor, intensity) -> torch.Tensor:
+    wide = source_dtype.itemsize > 4 or (source_dtype.kind in "iu" and source_dtype.itemsize > 2)
+    x = x.double() if wide else x.float()
+    kind = source_dtype.kind
+    if isinstance(intensity, tuple):
+        low, high = intensity
+        return ((x * 0.5 - low * 0.5) / (high * 0.5 - low * 0.5)).clamp(0.0, 1.0).float()
     if intensity == "minmax":
-        flat = batch.flatten(1)
-        low = flat.amin(dim=1).view(-1, 1, 1, 1)
-        span = (flat.amax(dim=1).view(-1, 1, 1, 1) - low).clamp_min(1e-12)
-        return (batch - low) / span
-    if intensity == "auto":
-        return batch / 255.0 if batch.dtype == torch.uint8 else batch.float()
-    low, high = intensity
-    return ((batch.double() - low) / (high - low)).clamp(0.0, 1.0)
+        return _unit_minmax(x).float()
+    if kind == "b":
+        return x.float()
+    if intensity == "dtype" or source_dtype == np.uint8:
+        if kind == "f":  # checked to lie in [0, 1]
+            return x.float()
+        info = np.iinfo(source_dtype)
+        return ((x - float(info.min)) / (float(info.max) - float(info.min))).float()
+    if kind == "f":  # "auto": floats in [0, 1] as they are, others min-max
+        flat = x.flatten(1)
+        in_unit = ((flat.amin(dim=1) >= 0) & (flat.amax(dim=1) <= 1)).view(-1, 1, 1, 1)
+        return torch.where(in_unit, x, _unit_minmax(x)).float()
+    return _unit_minmax(x).float()
+
+
+def _resize(x: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(image_size):
+        return x
+    return F.interpolate(x, size=image_size, mode="bilinear", antialias=True)
+
+
+def _to_unit(images: np.ndarray, intensity, image_size, device) -> torch.Tensor:
+    """Channels-last (b, H, W, C) images -> float32 (b, C, *image_size) in [0, 1] on device."""
+    array = np.ascontiguousarray(_torch_ready(images))
+    if not array.flags.writeable:  # e.g. PIL-backed or memory-mapped: torch wants writable
+        array = array.copy()
+    batch = torch.from_numpy(array)
+    non_blocking = torch.device(device).type == "cuda"
+    if non_blocking:
+        batch = batch.pin_memory()
+    batch = batch.to(device, non_blocking=non_blocking).permute(0, 3, 1, 2)
+    return _resize(_scale_intensity(batch, intensity, images.dtype), image_size)
+
+
+def normalize_batch(
+    unit: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """Grey to RGB, then the backbone's normalisation; returns channels_last memory."""
+    if unit.shape[1] == 1:
+        unit = unit.expand(-1, 3, -1, -1)
+    mean_t = torch.tensor(mean, device=unit.device, dtype=unit.dtype).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=unit.device, dtype=unit.dtype).view(1, 3, 1, 1)
+    return ((unit - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
 
 
 def preprocess_batch(
@@ -179,16 +212,13 @@ def preprocess_batch(
     Parameters
     ----------
     images : ndarray of shape (b, H, W, C)
-        A batch as returned by :func:`check_images`.
+        ``C`` in {1, 3}; any dtype the intensity policy accepts.
     image_size : (int, int)
-        Output height and width; images are resized with antialiased bilinear
-        interpolation (aspect ratio not preserved).
+        Output height and width; antialiased bilinear resizing (aspect ratio not kept).
     mean, std : sequence of 3 floats
         The backbone's input normalisation.
-    intensity : {"auto", "minmax"} or (low, high)
-        ``auto``: uint8 / 255, floats as they are. ``minmax``: each image to its own
-        [min, max]. ``(low, high)``: a fixed window, values outside it are clipped to
-        its ends (as a CT window does).
+    intensity : {"auto", "minmax", "dtype"} or (low, high), default="auto"
+        See the module docstring.
     device : torch.device or str
         Where the work happens.
 
@@ -196,20 +226,600 @@ def preprocess_batch(
     -------
     torch.Tensor of shape (b, 3, *image_size), float32, channels_last memory format
     """
-    batch = torch.from_numpy(np.ascontiguousarray(images))
-    if batch.dtype == torch.bool:
-        batch = batch.to(torch.uint8) * 255
-    non_blocking = torch.device(device).type == "cuda"
-    if non_blocking:
-        batch = batch.pin_memory()
-    batch = batch.to(device, non_blocking=non_blocking).permute(0, 3, 1, 2)
-    if batch.dtype != torch.uint8 or intensity != "auto":
-        batch = batch.to(torch.float64 if batch.dtype == torch.float64 else torch.float32)
-    batch = _scale_intensity(batch, intensity).float()
-    if batch.shape[1] == 1:
-        batch = batch.expand(-1, 3, -1, -1)
-    if tuple(batch.shape[2:]) != tuple(image_size):
-        batch = F.interpolate(batch, size=image_size, mode="bilinear", antialias=True)
-    mean_t = torch.tensor(mean, device=batch.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, device=batch.device).view(1, 3, 1, 1)
-    return ((batch - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
+    unit = _to_unit(np.asarray(images), check_intensity(intensity), image_size, device)
+    return normalize_batch(unit, mean, std)
+
+
+# ---------------------------------------------------------------------- array validation
+def _describe(index: int, name: str | None) -> str:
+    return f"image {index}" + (f" ({name!r})" if name else "")
+
+
+def _channels_last(a: np.ndarray, *, batch: bool, where: str) -> np.ndarray:
+    """(n,) H, W[, C] in either channel order -> channels-last, C in {1, 3} (alpha dropped)."""
+    lead = 1 if batch else 0
+    if a.ndim == lead + 2:
+        a = a[..., np.newaxis]
+    elif a.ndim == lead + 3:
+        if a.shape[-1] not in _CHANNELS:
+            if a.shape[lead] not in _CHANNELS:
+                layout = "(n, H, W, C) or (n, C, H, W)" if batch else "(H, W, C) or (C, H, W)"
+                raise ValueError(
+                    f"{where} has shape {a.shape}: expected {layout} with C in "
+                    f"{list(_CHANNELS)} (4 = RGBA, alpha dropped)."
+                )
+            a = np.moveaxis(a, lead, -1)  # unambiguous channels-first
+    else:
+        expected = (
+            "(n, H, W), (n, H, W, C) or (n, C, H, W), or flattened rows (n, H*W*C) with image_shape"
+            if batch
+            else "(H, W), (H, W, C) or (C, H, W)"
+        )
+        raise ValueError(f"{where} has {a.ndim} dimensions (shape {a.shape}); expected {expected}.")
+    if 0 in a.shape[lead : lead + 2]:
+        raise ValueError(f"{where} holds zero-sized images (shape {a.shape}).")
+    return a[..., :3] if a.shape[-1] == 4 else a
+
+
+def _check_pixel_dtype(dtype: np.dtype, where: str) -> None:
+    if dtype.kind not in "biuf":
+        raise TypeError(
+            f"{where} has pixels of dtype {dtype}; expected bool, integer or float pixels."
+        )
+
+
+def _first_bad(flags: np.ndarray) -> int:
+    return int(np.flatnonzero(flags)[0])
+
+
+def _check_finite(images: np.ndarray, offset: int = 0, names=None) -> None:
+    """Raise naming the first image holding NaN or inf (checked in chunks to bound memory)."""
+    if images.dtype.kind != "f":
+        return
+    for start in range(0, len(images), 256):
+        chunk = images[start : start + 256]
+        bad = ~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
+        if bad.any():
+            i = offset + start + _first_bad(bad)
+            name = names[i] if names is not None else None
+            raise ValueError(f"X contains NaN or inf pixel values in {_describe(i, name)}.")
+
+
+def _check_unit_range(images: np.ndarray, offset: int, names=None) -> None:
+    """For intensity='dtype': float images must lie in [0, 1]."""
+    if images.dtype.kind != "f":
+        return
+    flat = images.reshape(len(images), -1)
+    bad = (flat.min(axis=1) < 0) | (flat.max(axis=1) > 1)
+    if bad.any():
+        i = offset + _first_bad(bad)
+        name = names[i] if names is not None else None
+        raise ValueError(
+            f"{_describe(i, name)} has float pixels outside [0, 1], which "
+            "intensity='dtype' does not rescale. Use intensity='auto', 'minmax' or a "
+            "(low, high) window."
+        )
+
+
+# ------------------------------------------------------------------------ file decoding
+def _has_dicom_suffix(path: str) -> bool:
+    return Path(path).suffix.lower() in _DICOM_SUFFIXES
+
+
+def _has_dicom_magic(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(132)[128:132] == b"DICM"
+
+
+def _pydicom():
+    try:
+        import pydicom
+    except ImportError as exc:
+        raise ImportError(
+            "Reading DICOM files needs pydicom: pip install 'sklearn-cae[dicom]'."
+        ) from exc
+    return pydicom
+
+
+def _dicom_header(path: str):
+    pydicom = _pydicom()
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except Exception as exc:
+        raise ValueError(f"{path!r} is not a readable DICOM image ({exc}).") from None
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ValueError(
+            f"{path!r} is a multi-frame DICOM ({frames} frames); pass 2-D images, "
+            "e.g. one file per slice."
+        )
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if samples not in (1, 3):
+        raise ValueError(f"{path!r} has {samples} samples per pixel; expected 1 or 3.")
+    return samples, (rows, cols)
+
+
+def _read_dicom(path: str) -> np.ndarray:
+    pydicom = _pydicom()
+    try:
+        from pydicom.pixels import apply_modality_lut
+    except ImportError:  # pydicom < 3
+        from pydicom.pixel_data_handlers.util import apply_modality_lut
+
+    ds = pydicom.dcmread(path, force=True)
+    pixels = ds.pixel_array
+    # Rescale slope / intercept (CT: stored values -> Hounsfield units).
+    values = apply_modality_lut(pixels, ds)
+    if values.dtype.kind == "f":
+        values = values.astype(np.float32)
+    if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
+        # MONOCHROME1 shows low values bright; flip so that bright is high everywhere.
+        values = (values.max() - values.astype(np.float64) + values.min()).astype(np.float32)
+    return values
+
+
+def _pil_to_array(img) -> np.ndarray:
+    """A PIL image as a channels-last array: 1 (grey) or 3 (colour) channels."""
+    mode = img.mode
+    if mode in ("1", "LA", "La"):
+        img = img.convert("L")
+    elif mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    elif mode not in _GRAY_MODES and mode not in ("RGB", "RGBA", "RGBa"):
+        img = img.convert("RGB")  # CMYK, YCbCr, HSV, LAB, ...
+    array = np.asarray(img)
+    if array.ndim == 2:
+        array = array[..., np.newaxis]
+    return array[..., :3].astype(array.dtype.newbyteorder("="), copy=False)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode one image file to a channels-last array of its own dtype.
+
+    Pillow reads PNG, JPEG, BMP, TIFF (8 and 16-bit grey, 8-bit colour) and the other
+    formats it knows (first frame only); DICOM files (``.dcm``/``.dicom`` or the
+    ``DICM`` magic) are read with pydicom, applying the modality rescale (slope /
+    intercept), and MONOCHROME1 images are flipped so that bright is high.
+
+    Returns
+    -------
+    ndarray of shape (H, W, 1) or (H, W, 3)
+        uint8, uint16, int32 or float32 for Pillow; the rescaled values for DICOM.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = os.fspath(path)
+    if not _has_dicom_suffix(path):
+        try:
+            with Image.open(path) as img:
+                return _pil_to_array(img)
+        except UnidentifiedImageError:
+            if not _has_dicom_magic(path):
+                raise
+    array = _read_dicom(path)
+    return array[..., np.newaxis] if array.ndim == 2 else array
+
+
+def _header(path: str) -> tuple[int, tuple[int, int]]:
+    """(channels, (H, W)) from the file header, without decoding pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    if _has_dicom_suffix(path):
+        return _dicom_header(path)
+    try:
+        with Image.open(path) as img:
+            return (1 if img.mode in _GRAY_MODES else 3), (img.height, img.width)
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        if _has_dicom_magic(path):
+            return _dicom_header(path)
+        raise ValueError(f"{path!r} is not an image file Pillow can read ({exc}).") from None
+
+
+# ------------------------------------------------------------------------------ sources
+@dataclass
+class _Failure:
+    """An error met in a DataLoader worker, re-raised cleanly in the main process."""
+
+    error: type
+    message: str
+
+
+class _LazyImages(torch.utils.data.Dataset):
+    """Decode, check and scale one item per ``__getitem__`` (runs in worker processes)."""
+
+    def __init__(self, items, kind, names, image_size, intensity, with_raw):
+        self.items, self.kind, self.names = items, kind, names
+        self.image_size, self.intensity, self.with_raw = image_size, intensity, with_raw
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _load(self, i: int) -> np.ndarray:
+        item = self.items[i]
+        if self.kind == "arrays":
+            return item
+        where = _describe(i, self.names[i] if self.names else None)
+        try:
+            if self.kind == "files":
+                if not os.path.isfile(item):
+                    raise FileNotFoundError(f"No such image file: {where}.")
+                image = read_image(item)
+            else:
+                image = _pil_to_array(item)
+        except (FileNotFoundError, ImportError, ValueError, TypeError):
+            raise
+        except Exception as exc:  # truncated / corrupt data: Pillow raises OSError & co.
+            raise ValueError(f"Cannot decode {where}: {exc}") from None
+        _check_pixel_dtype(image.dtype, where)
+        if 0 in image.shape[:2]:
+            raise ValueError(f"{where} is zero-sized (shape {image.shape}).")
+        return image
+
+    def __getitem__(self, i: int):
+        try:
+            image = self._load(i)
+            _check_finite(image[np.newaxis], offset=i, names=self.names)
+            if self.intensity == "dtype":
+                _check_unit_range(image[np.newaxis], offset=i, names=self.names)
+            unit = _to_unit(image[np.newaxis], self.intensity, self.image_size, "cpu")[0]
+        except (FileNotFoundError, ImportError, ValueError, TypeError) as exc:
+            return _Failure(type(exc), str(exc))
+        return unit, (image if self.with_raw else None)
+
+
+def _collate(samples):
+    for sample in samples:
+        if isinstance(sample, _Failure):
+            return sample
+    units, raws = zip(*samples, strict=True)
+    return torch.stack(units), list(raws)
+
+
+def _worker_init(_) -> None:
+    torch.set_num_threads(1)  # one image at a time per worker: no thread oversubscription
+
+
+def _default_num_workers(n_batches: int) -> int:
+    env = os.environ.get(_NUM_WORKERS_ENV)
+    if env is not None and env.strip():
+        if not env.strip().isdigit():
+            raise ValueError(f"${_NUM_WORKERS_ENV} must be a non-negative int, got {env!r}.")
+        return int(env)
+    if n_batches <= 1:
+        return 0  # starting workers costs more than decoding one batch
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(4, (cpus or 1) - 1, n_batches))
+
+
+class ImageSource:
+    """Validated images, read batch by batch; what the featurizers work on.
+
+    Build one with :func:`as_image_source` (the featurizers do it for you). Passing an
+    ``ImageSource`` as ``X`` is the way to set ``num_workers`` for file decoding.
+
+    Attributes
+    ----------
+    kind : {"array", "arrays", "files", "pil"}
+        One array, a list of arrays of different shapes or dtypes, file paths, PIL images.
+    n_channels : int
+        1 (grey) or 3 (colour), after dropping alpha.
+    shape : tuple
+        ``(n, H, W, C)``; ``H`` and ``W`` are None when the images differ in size.
+    names : list of str or None
+        The file paths (for messages), else None.
+    num_workers : int or None
+        DataLoader worker processes for files; None picks ``$SKLEARN_CAE_NUM_WORKERS``
+        or up to 4 (one less than the CPUs), 0 when all fits in one batch.
+    """
+
+    def __init__(self, kind, items, n_channels, shape, names=None, num_workers=None):
+        self.kind = kind
+        self.items = items
+        self.n_channels = n_channels
+        self.shape = shape
+        self.names = names
+        self.num_workers = num_workers
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"ImageSource(kind={self.kind!r}, shape={self.shape})"
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        image_size: tuple[int, int],
+        intensity="auto",
+        device: torch.device | str = "cpu",
+        with_raw: bool = False,
+    ) -> Iterator[tuple[Any, torch.Tensor]]:
+        """Yield ``(raw, unit)`` for consecutive batches of at most ``batch_size`` images.
+
+        Parameters
+        ----------
+        batch_size : int
+        image_size : (int, int)
+        intensity : {"auto", "minmax", "dtype"} or (low, high)
+        device : torch.device or str
+            Where ``unit`` is returned (and, for arrays, where scaling happens).
+        with_raw : bool, default=False
+            Also return the decoded images (costs memory and, for files, transfer
+            from the worker processes).
+
+        Yields
+        ------
+        raw : ndarray of shape (b, H, W, C), list of b (H_i, W_i, C) arrays, or None
+            The images before intensity scaling and resizing, in their own dtype
+            (alpha dropped; DICOM rescaled); None unless ``with_raw``.
+        unit : torch.Tensor of shape (b, C, *image_size), float32 in [0, 1], on ``device``
+        """
+        intensity = check_intensity(intensity)
+        if self.kind == "array":
+            yield from self._array_batches(batch_size, image_size, intensity, device, with_raw)
+            return
+        dataset = _LazyImages(self.items, self.kind, self.names, image_size, intensity, with_raw)
+        n_batches = -(-len(self) // batch_size)
+        workers = (
+            (self.num_workers if self.num_workers is not None else _default_num_workers(n_batches))
+            if self.kind == "files"
+            else 0
+        )
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=torch.device(device).type == "cuda",
+            worker_init_fn=_worker_init if workers else None,
+        )
+        for batch in loader:
+            if isinstance(batch, _Failure):
+                raise batch.error(batch.message)
+            units, raws = batch
+            yield (raws if with_raw else None), units.to(device, non_blocking=True)
+
+    def _array_batches(self, batch_size, image_size, intensity, device, with_raw):
+        images = self.items
+        for start in range(0, len(images), batch_size):
+            raw = images[start : start + batch_size]
+            if intensity == "dtype":
+                _check_unit_range(raw, start)
+            yield (raw if with_raw else None), _to_unit(raw, intensity, image_size, device)
+
+
+# ------------------------------------------------------------------- building a source
+def _item_kind(item) -> str:
+    from PIL import Image
+
+    if isinstance(item, str | os.PathLike):
+        return "files"
+    if isinstance(item, Image.Image):
+        return "pil"
+    if isinstance(item, np.ndarray | torch.Tensor):
+        return "arrays"
+    if isinstance(item, numbers.Number | list | tuple):
+        return "numbers"
+    return type(item).__name__
+
+
+_KIND_WORDS = {
+    "files": "a file path",
+    "pil": "a PIL image",
+    "arrays": "an array",
+    "numbers": "a number or nested list",
+}
+
+
+def _array_source(X: np.ndarray, image_shape) -> ImageSource:
+    _check_pixel_dtype(X.dtype, "X")
+    if X.ndim <= 1:
+        raise ValueError(
+            f"X is {X.ndim}-D (shape {X.shape}); expected a batch of images (n, H, W[, C]), "
+            "flattened rows with image_shape, or a list of file paths. For a single "
+            "image, pass X[np.newaxis]."
+        )
+    if len(X) == 0:
+        raise ValueError(f"X is empty (shape {X.shape}): at least one image is needed.")
+    if X.ndim == 2:
+        if image_shape is None:
+            raise ValueError(
+                f"X is 2-D with shape {X.shape}: pass images as an array (n, H, W) or "
+                "(n, H, W, C), or set image_shape=(H, W) or (H, W, C) to unflatten rows."
+            )
+        shape = _check_image_shape(image_shape)
+        try:
+            X = X.reshape((X.shape[0], *shape))
+        except ValueError:
+            raise ValueError(
+                f"Rows of X have {X.shape[1]} values, which cannot be reshaped to "
+                f"image_shape={shape} ({int(np.prod([s for s in shape if s > 0]))} values "
+                "per image, or a multiple of it with -1)."
+            ) from None
+    images = _channels_last(X, batch=True, where="X")
+    _check_finite(images)
+    return ImageSource("array", images, images.shape[-1], images.shape)
+
+
+def _list_of_arrays(items: list) -> ImageSource:
+    arrays = []
+    for i, item in enumerate(items):
+        a = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
+        where = f"image {i}"
+        _check_pixel_dtype(a.dtype, where)
+        a = _channels_last(a, batch=False, where=where)
+        _check_finite(a[np.newaxis], offset=i)
+        arrays.append(a)
+    _check_same_channels([a.shape[-1] for a in arrays], None)
+    shapes = {a.shape for a in arrays}
+    dtypes = {a.dtype for a in arrays}
+    if len(shapes) == 1 and len(dtypes) == 1:  # one array: batched on the device
+        stacked = np.stack(arrays)
+        return ImageSource("array", stacked, stacked.shape[-1], stacked.shape)
+    return _lazy_source(
+        "arrays", arrays, [a.shape[-1] for a in arrays], [a.shape[:2] for a in arrays]
+    )
+
+
+def _check_same_channels(channels: list[int], names) -> None:
+    odd = [i for i, c in enumerate(channels) if c != channels[0]]
+    if odd:
+        i = odd[0]
+        raise ValueError(
+            f"Images have mixed channel counts: {_describe(0, names and names[0])} has "
+            f"{channels[0]}, {_describe(i, names and names[i])} has {channels[i]} "
+            "(after dropping alpha). Pass all grey or all colour images."
+        )
+
+
+def _lazy_source(kind, items, channels, sizes, names=None, num_workers=None) -> ImageSource:
+    _check_same_channels(channels, names)
+    same = len(set(sizes)) == 1
+    shape = (len(items), *(sizes[0] if same else (None, None)), channels[0])
+    return ImageSource(kind, items, channels[0], shape, names=names, num_workers=num_workers)
+
+
+def _probe(index: int, path: str) -> tuple[int, tuple[int, int]]:
+    """Check one path and read its header: (channels, (H, W))."""
+    where = _describe(index, path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No such image file: {where}.") from None
+    except OSError as exc:
+        raise ValueError(f"Cannot read {where}: {exc}") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(
+            f"{where} is a directory, not an image file. For a folder of class "
+            "sub-folders, use sklearn_cae.datasets.load_image_folder."
+        )
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{where} is not a regular file.")
+    try:
+        channels, size = _header(path)
+    except ValueError as exc:
+        raise ValueError(f"Image {index}: {exc}") from None
+    except OSError as exc:  # unreadable (permissions, I/O errors)
+        raise ValueError(f"Cannot read {where}: {exc}") from None
+    if 0 in size:
+        raise ValueError(f"{where} is zero-sized ({size[0]}x{size[1]}).")
+    return channels, size
+
+
+def _file_source(paths: list, num_workers) -> ImageSource:
+    names = [os.fspath(p) for p in paths]
+    # Headers only (no pixels); threads hide file-system latency for long lists. map()
+    # yields in order, so the first bad path in the list is the one reported.
+    with ThreadPoolExecutor(max_workers=8 if len(names) > 64 else 1) as pool:
+        headers = list(pool.map(_probe, range(len(names)), names))
+    channels = [c for c, _ in headers]
+    sizes = [size for _, size in headers]
+    return _lazy_source("files", names, channels, sizes, names=names, num_workers=num_workers)
+
+
+def _pil_source(images: list) -> ImageSource:
+    channels = [1 if img.mode in _GRAY_MODES else 3 for img in images]
+    sizes = [(img.height, img.width) for img in images]
+    for i, size in enumerate(sizes):
+        if 0 in size:
+            raise ValueError(f"image {i} is zero-sized ({size[0]}x{size[1]}).")
+    return _lazy_source("pil", list(images), channels, sizes)
+
+
+def as_image_source(X, *, image_shape=None, num_workers: int | None = None) -> ImageSource:
+    """Validate any accepted ``X`` and wrap it as an :class:`ImageSource`.
+
+    Parameters
+    ----------
+    X : array-like, list of paths, list of PIL images, list of arrays, or ImageSource
+        * ndarray (or torch tensor, or nested lists) ``(n, H, W)``, ``(n, H, W, C)`` or
+          unambiguous ``(n, C, H, W)``, ``C`` in {1, 3, 4}: channels-last wins when the
+          last axis could be channels; bool, integer or float pixels, all finite;
+        * ``(n, H*W*C)`` with ``image_shape``;
+        * a list / 1-D array / one-column 2-D array of ``str`` or ``pathlib.Path`` file
+          paths (decoded lazily; see :func:`read_image`);
+        * a list of PIL images, or of arrays ``(H, W[, C])`` (sizes and dtypes may differ).
+        Images of different sizes are fine in the lazy kinds; all images must have the
+        same number of channels (grey or colour).
+    image_shape : tuple of int, default=None
+        ``(H, W)`` or ``(H, W, C)`` used to unflatten 2-D numeric ``X``; one entry may
+        be -1. Ignored for other inputs.
+    num_workers : int or None, default=None
+        DataLoader workers for decoding files; see :class:`ImageSource`.
+
+    Returns
+    -------
+    ImageSource
+
+    Raises
+    ------
+    ValueError, TypeError, FileNotFoundError
+        With a message naming the problem and, where it applies, the image index or path.
+    """
+    from PIL import Image
+
+    if isinstance(X, ImageSource):
+        return X
+    if num_workers is not None and (
+        not isinstance(num_workers, numbers.Integral)
+        or isinstance(num_workers, bool)
+        or num_workers < 0
+    ):
+        raise ValueError(f"num_workers must be None or an int >= 0, got {num_workers!r}.")
+    if isinstance(X, str | os.PathLike):
+        raise TypeError(
+            f"X is a single path ({os.fspath(X)!r}); pass a list of image paths, or use "
+            "sklearn_cae.datasets.load_image_folder for a folder."
+        )
+    if isinstance(X, Image.Image):
+        raise TypeError("X is a single PIL image; pass a list of images.")
+    if X is None or isinstance(X, dict | set | numbers.Number):
+        raise TypeError(f"X must be images (an array or a list), got {type(X).__name__}.")
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    if hasattr(X, "dtypes") and hasattr(X, "to_numpy"):  # pandas
+        X = X.to_numpy()
+    if isinstance(X, np.ndarray) and X.dtype.kind in "OUS":
+        if X.ndim == 2 and X.shape[1] == 1:  # a column of paths (e.g. from a DataFrame)
+            X = X[:, 0]
+        if X.ndim != 1 and X.dtype.kind in "US":
+            raise ValueError(f"X is a {X.ndim}-D array of strings; pass a 1-D list of paths.")
+        if X.ndim == 1 or X.dtype.kind in "US":
+            X = list(X)
+    if isinstance(X, list | tuple):
+        if len(X) == 0:
+            raise ValueError("X is empty (an empty list): at least one image is needed.")
+        kinds = [_item_kind(item) for item in X]
+        odd = [i for i, k in enumerate(kinds) if k != kinds[0]]
+        if odd:
+            i = odd[0]
+            raise TypeError(
+                f"X mixes kinds of items: item 0 is {_KIND_WORDS.get(kinds[0], kinds[0])}, "
+                f"item {i} is {_KIND_WORDS.get(kinds[i], type(X[i]).__name__)}. Pass one "
+                "kind: file paths, PIL images or arrays."
+            )
+        kind = kinds[0]
+        if kind == "files":
+            return _file_source(list(X), num_workers)
+        if kind == "pil":
+            return _pil_source(list(X))
+        if kind == "arrays":
+            return _list_of_arrays(list(X))
+        if kind != "numbers":
+            raise TypeError(
+                f"X holds items of type {kind}; expected file paths, PIL images or arrays."
+            )
+    try:
+        X = np.asarray(X)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise ValueError(f"X cannot be read as an array of images ({exc}).") from None
+    if X.dtype == object:
+        try:
+            X = X.astype(np.float64)
+        except (ValueError, TypeError):
+            raise TypeError(
+                f"X is an object array of shape {X.shape} whose entries are not numbers."
+            ) from None
+    return _array_source(X, image_shape)

@@ -21,9 +21,7 @@ from .conftest import FAST
 
 
 def _top5(spec, image: np.ndarray) -> list[int]:
-    batch = preprocess_batch(
-        image[np.newaxis], image_size=(224, 224), mean=spec.mean, std=spec.std
-    )
+    batch = preprocess_batch(image[np.newaxis], image_size=(224, 224), mean=spec.mean, std=spec.std)
     with torch.inference_mode():
         logits = spec.model.eval()(batch)
     return logits.topk(5).indices[0].tolist()
@@ -38,9 +36,9 @@ def test_lite0_imagenet_weights_are_really_loaded():
     assert espresso[0] == 967, f"coffee classified as {espresso}"
 
     untrained = load_backbone("efficientnet_lite0", None)
-    assert not torch.equal(
-        untrained.model.conv_stem.weight, spec.model.conv_stem.weight
-    ), "weights=None must not load ImageNet weights"
+    assert not torch.equal(untrained.model.conv_stem.weight, spec.model.conv_stem.weight), (
+        "weights=None must not load ImageNet weights"
+    )
 
 
 def test_lite0_layers_shallow_to_deep():

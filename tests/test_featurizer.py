@@ -34,6 +34,16 @@ def test_output_shape_dtype_and_names(fitted, images):
     assert np.all(np.isfinite(features))
 
 
+def test_default_features_are_code_then_pooled_backbone_map(images):
+    feat = CAETransferFeaturizer(**{**FAST_CAE, "pooling": "avg", "include_backbone": True})
+    features = feat.fit_transform(images)
+    names = feat.get_feature_names_out()
+    assert features.shape == (len(images), 8 + 112) == (len(images), len(names))
+    assert names[0] == "blocks.4_code_avg_0" and names[8] == "blocks.4_avg_0"
+    # The backbone part is the pooled, standardised map: zero mean over the training set.
+    np.testing.assert_allclose(features[:, 8:].mean(axis=0), 0, atol=0.1)
+
+
 def test_fitted_attributes(fitted):
     assert fitted.layers_ == ["blocks.4"]
     assert fitted.backbone_.stage_names[-1] == "blocks.4", "backbone not truncated"

@@ -12,7 +12,17 @@ from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
 
 ROWS_AS_IMAGES = {"image_shape": (1, -1), "intensity": "minmax", "image_size": 32}
 
-EXPECTED_FAILED_CHECKS = {}
+_FLOAT16_MAPS = (
+    "Backbone maps are rounded to float16 (as stored for CAE training and in the "
+    "cache, so features are identical with and without it). Convolutions can differ "
+    "in the last float32 bit with the batch's size, which flips an occasional float16 "
+    "rounding: a transformed subset agrees with the full transform to ~1e-3 relative, "
+    "not to the check's 1e-7."
+)
+EXPECTED_FAILED_CHECKS = {
+    name: {"check_methods_subset_invariance": _FLOAT16_MAPS}
+    for name in ("BackboneFeaturizer", "CAETransferFeaturizer")
+}
 
 
 def _expected_failed_checks(estimator):

@@ -1,0 +1,429 @@
+"""Speed and memory benchmark of the featurizers on the CPU, measured side by side.
+
+Sections (all in one run, so that they share the machine's state):
+
+1. ``transform`` images/s on in-memory arrays vs a bare forward pass of ``backbone_`` on
+   the same preprocessed batches (same device and batch size) -> ratio (goal >= 0.9);
+   plus the bare forward without ``channels_last``, to show what it buys.
+2. CAE fit time per epoch per 1,000 images (maps read from the cache).
+3. ``GridSearchCV`` (3 bottlenecks x 2 layer_sizes x 3 folds) with and without the
+   backbone-feature cache, and one fit + transform, with the images pushed through the
+   backbone and the seconds spent in it (goal: with the cache, the backbone work of the
+   whole search <= 1.5x that of one fit + transform).
+4. Peak memory of ``fit`` for growing N, with and without a disk cache (goal: flat with
+   the cache), and how the total time grows with N (goal: linear).
+
+Prints Markdown tables and writes them to ``benchmarks/results/speed.md``. The default
+run takes about 3 minutes on 2 quiet CPU cores (28 when they were heavily shared);
+``--quick`` about 1; ``--full`` uses the issue's sizes (2,000 images at 128 px).
+
+Usage::
+
+    python benchmarks/speed.py [--quick] [--out benchmarks/results/speed.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from torch import nn
+
+import sklearn_cae
+from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
+from sklearn_cae.backbones import TappedBackbone
+from sklearn_cae.images import preprocess_batch
+
+PRESETS = {
+    # n_128 / n_224: throughput images; grid_*: search data; rss_ns: fit sizes for memory.
+    "quick": dict(n_128=64, n_224=32, cae_n=64, grid_n=48, grid_size=32, rss_ns=[250, 1000, 4000]),
+    "default": dict(
+        n_128=128, n_224=64, cae_n=128, grid_n=96, grid_size=48, rss_ns=[1000, 4000, 16000]
+    ),
+    "full": dict(
+        n_128=2000, n_224=500, cae_n=1000, grid_n=2000, grid_size=128, rss_ns=[1000, 4000, 16000]
+    ),
+}
+BATCH = 64
+
+
+# --------------------------------------------------------------------------- helpers
+def images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Grey uint8 images (as most medical images are), unique per row."""
+    return np.random.default_rng(seed).integers(0, 256, size=(n, size, size), dtype=np.uint8)
+
+
+def timed(fn) -> tuple[float, float]:
+    """Wall and CPU (this process, all threads) seconds of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+class BackboneMeter:
+    """Count the images pushed through any TappedBackbone and the seconds spent there."""
+
+    def __init__(self):
+        self.images = 0
+        self.seconds = 0.0
+        self._forward = TappedBackbone.forward
+
+    def __enter__(self):
+        meter, forward = self, self._forward
+
+        def timed(module, x):
+            start = time.perf_counter()
+            out = forward(module, x)
+            meter.seconds += time.perf_counter() - start
+            meter.images += len(x)
+            return out
+
+        TappedBackbone.forward = timed
+        return self
+
+    def __exit__(self, *exc):
+        TappedBackbone.forward = self._forward
+
+
+def machine() -> list[str]:
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return [
+        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"- CPU: {model}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
+        f"- load average at start: {os.getloadavg()[0]:.1f} (1 min)",
+        f"- sklearn_cae {sklearn_cae.__version__}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}, {platform.platform()}",
+    ]
+
+
+# ------------------------------------------------------------------------ sections
+def throughput(size: int, n: int, cae_n: int, repeats: int, out, cache_root: Path) -> dict:
+    X = images(n, size, seed=size)
+    base = BackboneFeaturizer(image_size=size, batch_size=BATCH, device="cpu").fit(X[:8])
+    cae = CAETransferFeaturizer(
+        image_size=size,
+        batch_size=BATCH,
+        device="cpu",
+        max_epochs=3,
+        patience=None,
+        random_state=0,
+        cache=cache_root / f"cae{size}",
+    )
+    cae.fit(X[:cae_n])  # cold cache: computes and stores the maps
+    cae.fit(X[:cae_n])  # warm cache: the CAE training alone
+    epoch_s = float(np.mean(cae.cae_.history[:, "dur"]))
+    cae.set_params(cache=None)  # transform below computes every map
+    batches = [
+        preprocess_batch(
+            X[i : i + BATCH, ..., None],
+            image_size=(size, size),
+            mean=base.input_mean_,
+            std=base.input_std_,
+        )
+        for i in range(0, n, BATCH)
+    ]
+    contiguous = [b.contiguous() for b in batches]
+    plain = copy.deepcopy(base.backbone_).to(memory_format=torch.contiguous_format)
+
+    def bare(module=base.backbone_, data=batches):
+        with torch.inference_mode():
+            for batch in data:
+                module(batch)
+
+    runs = {
+        "bare forward of backbone_ (channels_last)": bare,
+        "BackboneFeaturizer.transform": lambda: base.transform(X),
+        "CAETransferFeaturizer.transform": lambda: cae.transform(X),
+    }
+    if size == 128:
+        runs["bare forward, NCHW model and input"] = lambda: bare(plain, contiguous)
+    bare(base.backbone_, batches[:1])  # warm-up
+    times = {name: (float("inf"), float("inf")) for name in runs}
+    for _ in range(repeats):  # interleaved, best of: the machine is shared
+        for name, fn in runs.items():
+            wall, cpu = timed(fn)
+            times[name] = (min(times[name][0], wall), min(times[name][1], cpu))
+    ref_wall, ref_cpu = times["bare forward of backbone_ (channels_last)"]
+    for name, (wall, cpu) in times.items():
+        out(
+            f"| {size} | {name} | {n / wall:.1f} | {ref_wall / wall:.2f} | {n / cpu:.1f} | "
+            f"{ref_cpu / cpu:.2f} |"
+        )
+    reference = ref_wall
+    return {
+        "epoch_s": epoch_s,
+        "map": cae.map_shapes_[0],
+        "ratio_base": reference / times["BackboneFeaturizer.transform"][0],
+        "ratio_cae": reference / times["CAETransferFeaturizer.transform"][0],
+    }
+
+
+def grid_search(n: int, size: int, out, cache_root: Path) -> dict:
+    X = images(n, size, seed=7)
+    y = np.arange(n) % 2
+    params = dict(image_size=size, batch_size=BATCH, device="cpu", max_epochs=3, random_state=0)
+    grid = {"feat__bottleneck": [16, 32, 64], "feat__layer_sizes": [(64,), (128, 64)]}
+
+    def pipe(cache):
+        feat = CAETransferFeaturizer(cache=cache, **params)
+        return Pipeline([("feat", feat), ("clf", LogisticRegression(max_iter=1000))])
+
+    pipe(None).fit(X[:8], y[:8])  # warm-up: weights read once per process, lazy imports
+    results = {}
+    for label, run in [
+        ("one fit + transform (no cache)", lambda: pipe(None).fit(X, y).predict(X)),
+        ("GridSearchCV, no cache", lambda: GridSearchCV(pipe(None), grid, cv=3).fit(X, y)),
+        (
+            "GridSearchCV, cache (cold)",
+            lambda: GridSearchCV(pipe(str(cache_root / "grid")), grid, cv=3).fit(X, y),
+        ),
+    ]:
+        with BackboneMeter() as meter:
+            seconds, cpu = timed(run)
+        results[label] = (seconds, cpu, meter.images, meter.seconds)
+    single_s, single_cpu, _, single_bb = results["one fit + transform (no cache)"]
+    for label, (seconds, cpu, n_images, bb) in results.items():
+        out(
+            f"| {label} | {seconds:.1f} | {seconds / single_s:.2f} | {cpu:.1f} | "
+            f"{cpu / single_cpu:.2f} | {n_images} | {bb:.1f} | {bb / single_bb:.2f} |"
+        )
+    return results
+
+
+# --------------------------------------------------------------------------- memory
+def _rss_child(n: int, cached: bool, size: int, backbone: str) -> None:
+    """Run in a subprocess: fit on N images, print peak memory and times as JSON."""
+    fields = {}
+
+    def sample(stop: threading.Event):
+        while not stop.is_set():
+            with open("/proc/self/status") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key in ("VmRSS", "RssAnon", "RssFile"):
+                        kib = int(value.split()[0])
+                        fields[key] = max(fields.get(key, 0), kib)
+            stop.wait(0.01)
+
+    torch.manual_seed(0)
+    if backbone == "stand-in":
+        # A cheap stand-in with large maps (32 x 16 x 16 at 64 px, 16 KiB each in
+        # float16): the maps held for the CAE, not the backbone, are what grows with N.
+        kwargs = dict(backbone=nn.Sequential(nn.Conv2d(3, 32, 4, stride=4), nn.ReLU()), layer="1")
+    else:
+        kwargs = dict(layer="blocks.1")
+    X = images(n, 28, seed=n)
+    with tempfile.TemporaryDirectory() as tmp:
+        featurizer = CAETransferFeaturizer(
+            image_size=size,
+            batch_size=BATCH,
+            layer_sizes=(4,),
+            bottleneck=2,
+            max_epochs=1,
+            device="cpu",
+            random_state=0,
+            cache=tmp if cached else None,
+            **kwargs,
+        )
+        featurizer.fit(X[:8])  # imports, weights: not part of the measurement
+        stop = threading.Event()
+        thread = threading.Thread(target=sample, args=(stop,), daemon=True)
+        with open("/proc/self/status") as f:
+            base = {
+                k: int(v.split()[0])
+                for k, _, v in (line.partition(":") for line in f)
+                if k in ("VmRSS", "RssAnon")
+            }
+        thread.start()
+        seconds, cpu = timed(lambda: featurizer.fit(X))
+        stop.set()
+        thread.join()
+        maps = int(np.prod(featurizer.map_shapes_[0])) * 2 * n / 2**20
+    print(
+        json.dumps(
+            {
+                "n": n,
+                "cached": cached,
+                "seconds": seconds,
+                "cpu": cpu,
+                "maps_mib": maps,
+                "anon_peak_mib": fields["RssAnon"] / 1024,
+                "anon_growth_mib": (fields["RssAnon"] - base["RssAnon"]) / 1024,
+                "rss_peak_mib": fields["VmRSS"] / 1024,
+                "file_peak_mib": fields["RssFile"] / 1024,
+            }
+        )
+    )
+
+
+def memory(ns: list[int], size: int, backbone: str, out) -> list[dict]:
+    rows = []
+    for cached in (False, True):
+        for n in ns:
+            cmd = [sys.executable, __file__, "--rss-child", str(n), str(int(cached)), str(size)]
+            cmd.append(backbone)
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            out(
+                f"| {'disk cache' if cached else 'no cache'} | {n} | {row['maps_mib']:.0f} | "
+                f"{row['anon_growth_mib']:.0f} | {row['anon_peak_mib']:.0f} | "
+                f"{row['rss_peak_mib']:.0f} | {row['seconds']:.1f} | {row['cpu']:.1f} | "
+                f"{1000 * row['cpu'] / n:.2f} |"
+            )
+    return rows
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, about 3 minutes")
+    parser.add_argument("--full", action="store_true", help="the issue's sizes (hours here)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--rss-backbone", choices=["stand-in", "lite0"], default="stand-in")
+    parser.add_argument("--out", default="benchmarks/results/speed.md")
+    parser.add_argument(
+        "--sections", default="1234", help="which sections to run, e.g. 3 or 124 (default all)"
+    )
+    parser.add_argument("--rss-child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rss_child:
+        n, cached, size, backbone = args.rss_child
+        _rss_child(int(n), bool(int(cached)), int(size), backbone)
+        return 0
+    preset = PRESETS["quick" if args.quick else "full" if args.full else "default"]
+    started = time.perf_counter()
+    lines: list[str] = []
+
+    def out(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    out("# Speed and memory benchmark")
+    out("")
+    out(f"Command: `python benchmarks/speed.py {' '.join(sys.argv[1:])}`")
+    out("")
+    for line in machine():
+        out(line)
+    out(
+        "- Note: this machine's 2 cores were shared with other jobs during the run (see the "
+        "load averages), so absolute numbers are noisy; the ratios are measured side by "
+        "side, interleaved, best of repeats."
+    )
+    out("")
+    with tempfile.TemporaryDirectory() as tmp:
+        cache_root = Path(tmp)
+        if "1" in args.sections or "2" in args.sections:
+            sections_1_2(preset, args, out, cache_root)
+        if "3" in args.sections:
+            section_3(preset, out, cache_root)
+    if "4" in args.sections:
+        section_4(preset, args, out)
+    total = time.perf_counter() - started
+    out(f"Load average at end: {os.getloadavg()[0]:.1f}. Total time: {total:.0f} s.")
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+def sections_1_2(preset, args, out, cache_root) -> None:
+    out("## 1. transform vs a bare backbone forward (efficientnet_lite0, blocks.4)")
+    out("")
+    out(
+        f"In-memory uint8 grey arrays; batch_size={BATCH}; CPU. 'bare' runs `backbone_` on "
+        "batches preprocessed beforehand; `transform` includes preprocessing (on the "
+        "device, batched), the backbone, float16 rounding, the CAE encoder and pooling."
+    )
+    out("")
+    out("| px | what | images/s (wall) | ratio to bare | images/CPU-s | CPU ratio to bare |")
+    out("|---|---|---|---|---|---|")
+    t128 = throughput(128, preset["n_128"], preset["cae_n"], args.repeats, out, cache_root)
+    throughput(224, preset["n_224"], min(preset["cae_n"], 64), args.repeats, out, cache_root)
+    out("")
+    out("## 2. CAE training")
+    out("")
+    c, h, w = t128["map"]
+    out(
+        f"CAETransferFeaturizer defaults (layer_sizes=(128,), bottleneck=64) on "
+        f"{c}x{h}x{w} maps (128 px) of {preset['cae_n']} images (10% held out for early "
+        f"stopping), read from the cache: {t128['epoch_s']:.2f} s per epoch, i.e. "
+        f"**{1000 * t128['epoch_s'] / preset['cae_n']:.2f} s per epoch per 1,000 images**."
+    )
+    out("")
+
+
+def section_3(preset, out, cache_root) -> None:
+    out(
+        f"## 3. GridSearchCV: 3 bottlenecks x 2 layer_sizes x 3 folds "
+        f"({preset['grid_n']} images, {preset['grid_size']} px, max_epochs=3, n_jobs=1)"
+    )
+    out("")
+    out(
+        "'backbone images' counts the images pushed through the backbone; 'backbone s' "
+        "is the time spent in its forward passes. One fit + transform = the pipeline's "
+        "fit then predict on the same images (two backbone passes). Each fit also runs "
+        "the backbone once on one blank image to learn the map shapes (counted)."
+    )
+    out("")
+    out(
+        "| run | wall s | wall ratio | CPU s | CPU ratio | backbone images | "
+        "backbone wall s | backbone ratio |"
+    )
+    out("|---|---|---|---|---|---|---|---|")
+    grid_search(preset["grid_n"], preset["grid_size"], out, cache_root)
+    out("")
+
+
+def section_4(preset, args, out) -> None:
+    backbone = args.rss_backbone if not args.full else "lite0"
+    size = 64
+    out(f"## 4. Memory and scaling of fit with N ({backbone} backbone, {size} px, 1 epoch)")
+    out("")
+    out(
+        "Each row is a fresh process fitting on N unique 28x28 images (cold cache). "
+        "'anon' is the process's anonymous memory (heap: what it holds in RAM), sampled "
+        "every 10 ms; 'growth' is its peak minus its level just before fit. 'RSS' adds "
+        "file-backed pages, including the memory-mapped maps the kernel may drop at will. "
+        "'maps' is the float16 size of all training maps."
+    )
+    if backbone == "stand-in":
+        out(
+            "The stand-in backbone is one strided convolution (32 x 16 x 16 maps), so 16k "
+            "images fit in the time budget; the memory at stake is the maps held for the "
+            "CAE, which does not depend on which network made them. CAE: layer_sizes=(4,), "
+            "bottleneck=2, to keep the epoch short."
+        )
+    out("")
+    out(
+        "| cache | N | maps MiB | anon growth MiB | anon peak MiB | RSS peak MiB | fit wall s | "
+        "fit CPU s | CPU s per 1k |"
+    )
+    out("|---|---|---|---|---|---|---|---|---|")
+    memory(preset["rss_ns"], size, backbone, out)
+    out("")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,426 @@
+"""The ``sklearn-cae`` command line: evaluate, fit and predict without writing code.
+
+DATA is an ImageFolder-style folder (one sub-folder of images per class), a MedMNIST
+name (read from ``$MEDMNIST_ROOT`` offline), or an ``.npz`` file with ``images`` and
+``labels`` arrays (and optionally ``class_names``). Heavy imports happen inside the
+commands, so ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["load_data", "main"]
+
+
+class _CLIError(ValueError):
+    """A user error, printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One clear line instead of argparse's usage block.
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ------------------------------------------------------------------------ data
+def load_data(data: str, split: str = "train"):
+    """Load labelled images from a folder, an ``.npz`` file or a MedMNIST name.
+
+    Parameters
+    ----------
+    data : str
+        An ImageFolder-style folder, a path to an ``.npz`` file holding ``images``
+        and ``labels`` (and optionally ``class_names``), or a MedMNIST 2-D data set
+        name such as ``"breastmnist"``.
+    split : {"train", "val", "test"}, default="train"
+        MedMNIST split; ignored for folders and ``.npz`` files.
+
+    Returns
+    -------
+    X : list of str or ndarray
+        Image file paths (folder) or an array of images.
+    y : ndarray of str
+        Class name of each image.
+    """
+    path = Path(data).expanduser()
+    if path.is_dir():
+        from .datasets import load_image_folder
+
+        paths, labels, class_names = load_image_folder(path)
+        if len(paths) == 0:
+            raise _CLIError(f"no images found in the class sub-folders of {path}")
+        return [str(p) for p in paths], np.asarray(class_names)[np.asarray(labels)]
+    if path.suffix.lower() == ".npz":
+        return _load_npz(path)
+    if path.exists() or path.suffix or "/" in data or "\\" in data:
+        raise _CLIError(
+            f"DATA {data!r} is not a folder of class sub-folders, an .npz file or a MedMNIST name"
+        )
+    return _load_medmnist(data, split)
+
+
+def _load_npz(path: Path):
+    if not path.is_file():
+        raise _CLIError(f"no such file: {path}")
+    with np.load(path, allow_pickle=False) as archive:
+        missing = {"images", "labels"} - set(archive.files)
+        if missing:
+            raise _CLIError(
+                f"{path} lacks the array(s) {sorted(missing)}; it must hold 'images' and "
+                f"'labels' (it has {archive.files})"
+            )
+        images, labels = archive["images"], archive["labels"]
+        names = archive["class_names"] if "class_names" in archive.files else None
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise _CLIError(
+            f"{path}: 'labels' must be 1-D with one label per image, got shape {labels.shape} "
+            f"for {len(images)} images"
+        )
+    if names is not None:
+        labels = np.asarray(names)[labels.astype(int)]
+    return images, labels.astype(str)
+
+
+def _load_medmnist(name: str, split: str):
+    from .datasets import load_medmnist
+
+    images, labels = load_medmnist(name, split=split)
+    if labels.ndim != 1:
+        raise _CLIError(f"{name} is multi-label; the command line handles one label per image")
+    import medmnist
+
+    label_names = medmnist.INFO[name.lower()]["label"]
+    return images, np.asarray([label_names[str(label)] for label in labels])
+
+
+def _subsample(X, y, max_images: int | None, random_state: int):
+    if max_images is None or max_images >= len(y):
+        return X, y
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(y))
+    keep, _ = train_test_split(index, train_size=max_images, stratify=y, random_state=random_state)
+    keep = np.sort(keep)
+    X = [X[i] for i in keep] if isinstance(X, list) else X[keep]
+    return X, y[keep]
+
+
+def _image_files(arguments: list[str]) -> list[str]:
+    """Expand folders to the image files under them; check that each file exists."""
+    from .datasets import IMAGE_EXTENSIONS
+
+    files = []
+    for argument in arguments:
+        path = Path(argument).expanduser()
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                raise _CLIError(f"no image files in folder {path}")
+            files.extend(str(p) for p in found)
+        elif path.is_file():
+            files.append(str(path))
+        else:
+            raise _CLIError(f"no such image file: {path}")
+    return files
+
+
+# -------------------------------------------------------------------- pipelines
+def _featurizer_params(args, cls) -> dict:
+    names = ("backbone", "layer", "layer_sizes", "bottleneck", "image_size", "max_epochs")
+    names += ("batch_size", "device")
+    accepted = inspect.signature(cls).parameters
+    params = {n: getattr(args, n) for n in names if n in accepted and getattr(args, n) is not None}
+    if params.get("layer") and len(params["layer"]) == 1:
+        params["layer"] = params["layer"][0]
+    if "random_state" in accepted:
+        params["random_state"] = args.random_state
+    params["verbose"] = args.verbose
+    return params
+
+
+def _pipelines(args) -> dict:
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    from .featurizer import BackboneFeaturizer, CAETransferFeaturizer
+
+    def pipeline(cls):
+        return make_pipeline(
+            cls(**_featurizer_params(args, cls)), StandardScaler(), SVC(class_weight="balanced")
+        )
+
+    return {
+        "CAETransferFeaturizer": pipeline(CAETransferFeaturizer),
+        "BackboneFeaturizer": pipeline(BackboneFeaturizer),
+    }
+
+
+# --------------------------------------------------------------------- commands
+def _evaluate(args) -> None:
+    from sklearn.model_selection import StratifiedKFold, cross_validate
+
+    X, y = _subsample(*load_data(args.data, args.split), args.max_images, args.random_state)
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise _CLIError(f"DATA has a single class ({classes[0]!r}); evaluation needs two or more")
+    if counts.min() < args.folds:
+        raise _CLIError(
+            f"class {classes[np.argmin(counts)]!r} has {counts.min()} images, fewer than "
+            f"--folds={args.folds}"
+        )
+    second = ("roc_auc", "ROC AUC") if len(classes) == 2 else ("f1_macro", "macro F1")
+    scoring = {"bacc": "balanced_accuracy", "second": second[0]}
+    cv = StratifiedKFold(args.folds, shuffle=True, random_state=args.random_state)
+    print(
+        f"{args.data}: {len(y)} images, {len(classes)} classes, {args.folds}-fold CV, "
+        "features + StandardScaler + SVC",
+        flush=True,
+    )
+    rows = []
+    for name, pipe in _pipelines(args).items():
+        start = time.perf_counter()
+        scores = cross_validate(pipe, X, y, cv=cv, scoring=scoring, error_score="raise")
+        seconds = time.perf_counter() - start
+        rows.append((name, scores["test_bacc"], scores["test_second"], seconds))
+    header = f"| {'features':<21} | {'balanced acc.':>13} | {second[1]:>13} | {'seconds':>7} |"
+    print(header)
+    print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
+    for name, bacc, other, seconds in rows:
+        print(
+            f"| {name:<21} | {bacc.mean():.3f} ± {bacc.std():.3f} | "
+            f"{other.mean():.3f} ± {other.std():.3f} | {seconds:7.1f} |"
+        )
+
+
+def _fit(args) -> None:
+    import joblib
+
+    X, y = _subsample(*load_data(args.data, args.split), args.max_images, args.random_state)
+    if len(np.unique(y)) < 2:
+        raise _CLIError("DATA has a single class; a classifier needs two or more")
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        raise _CLIError(f"folder {output.parent} does not exist")
+    pipe = _pipelines(args)["CAETransferFeaturizer"]
+    start = time.perf_counter()
+    pipe.fit(X, y)
+    joblib.dump(pipe, output)
+    print(
+        f"fitted on {len(y)} images, classes {[str(c) for c in pipe.classes_]}, in "
+        f"{time.perf_counter() - start:.1f} s; saved to {output}"
+    )
+
+
+def _load_model(path: str):
+    import joblib
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise _CLIError(f"no such model file: {file}")
+    try:
+        model = joblib.load(file)
+    except Exception as exc:  # pickle raises many types for a file that is not a model
+        raise _CLIError(f"{file} is not a model saved by 'sklearn-cae fit' ({exc})") from exc
+    if not hasattr(model, "predict"):
+        raise _CLIError(f"{file} holds a {type(model).__name__}, not a fitted classifier")
+    return model
+
+
+def _predict(args) -> None:
+    model = _load_model(args.model)
+    files = _image_files(args.images)
+    predictions = model.predict(files)
+    out = open(args.output, "w", newline="") if args.output else sys.stdout
+    try:
+        writer = csv.writer(out)
+        writer.writerow(["path", "prediction"])
+        writer.writerows(zip(files, predictions, strict=True))
+    finally:
+        if args.output:
+            out.close()
+    if args.output:
+        print(f"wrote {len(files)} predictions to {args.output}", file=sys.stderr)
+
+
+def _demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(args.dataset, n_splits=args.folds)
+
+
+# ----------------------------------------------------------------------- parser
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(_positive_int(part) for part in text.split(","))
+
+
+def _folds(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"needs at least 2 folds, got {text!r}")
+    return value
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "data",
+        metavar="DATA",
+        help="an ImageFolder-style folder (DATA/<class>/<image>), an .npz file with 'images' "
+        "and 'labels' arrays (optional 'class_names'), or a MedMNIST name such as "
+        "'breastmnist' (read from $MEDMNIST_ROOT when set)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        default="train",
+        help="MedMNIST split to use (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-images",
+        type=_positive_int,
+        metavar="N",
+        help="use a stratified random subset of N images (default: all)",
+    )
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model options (defaults: the featurizer's own)")
+    group.add_argument("--backbone", help="backbone name, e.g. efficientnet_lite0 or resnet18")
+    group.add_argument(
+        "--layer", action="append", help="layer to tap; repeat for several (hierarchical) layers"
+    )
+    group.add_argument(
+        "--layer-sizes",
+        type=_int_list,
+        metavar="N[,N...]",
+        help="widths of the CAE's encoder convolutions, e.g. 256,128",
+    )
+    group.add_argument("--bottleneck", type=_positive_int, metavar="N", help="CAE code channels")
+    group.add_argument("--image-size", type=_positive_int, metavar="PIXELS", help="resize to this")
+    group.add_argument("--max-epochs", type=_positive_int, metavar="N", help="CAE training epochs")
+    group.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per batch")
+    group.add_argument("--device", help="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'")
+    group.add_argument(
+        "--random-state", type=int, default=0, metavar="SEED", help="seed (default: %(default)s)"
+    )
+    group.add_argument(
+        "-v", "--verbose", action="count", default=0, help="show progress bars and epoch tables"
+    )
+
+
+def build_parser(prog: str = "sklearn-cae") -> argparse.ArgumentParser:
+    """The argument parser of the ``sklearn-cae`` command."""
+    parser = _Parser(
+        prog=prog,
+        description="Unsupervised deep transfer features for medical images (Ahn et al., ISBI "
+        "2019): a frozen ImageNet CNN, a convolutional auto-encoder trained on its feature maps "
+        "without labels, and an SVC on the pooled codes.",
+        epilog=f"Run '{prog} COMMAND --help' for the options of a command.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="cross-validate CAE features against transfer-learned features",
+        description="Cross-validate features + StandardScaler + SVC for CAETransferFeaturizer "
+        "and the BackboneFeaturizer baseline, and print balanced accuracy, ROC AUC (two "
+        "classes) or macro F1 (more), and seconds.",
+    )
+    _add_data_options(evaluate)
+    evaluate.add_argument(
+        "--folds", type=_folds, default=5, help="cross-validation folds (default: %(default)s)"
+    )
+    _add_model_options(evaluate)
+
+    fit = commands.add_parser(
+        "fit",
+        help="fit CAE features + SVC on DATA and save the model",
+        description="Fit CAETransferFeaturizer + StandardScaler + SVC on all of DATA and save "
+        "the pipeline with joblib; it predicts class names.",
+    )
+    _add_data_options(fit)
+    fit.add_argument(
+        "-o", "--output", required=True, metavar="MODEL", help="file to write, e.g. model.joblib"
+    )
+    _add_model_options(fit)
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict the class of image files with a saved model",
+        description="Load a model saved by 'fit' and write one CSV row (path, prediction) per "
+        "image. Folders are searched recursively for image files.",
+    )
+    predict.add_argument("model", metavar="MODEL", help="model file written by 'fit'")
+    predict.add_argument("images", metavar="IMAGES", nargs="+", help="image files or folders")
+    predict.add_argument(
+        "-o", "--output", metavar="CSV", help="CSV file to write (default: standard output)"
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="cross-validate raw pixels, backbone and CAE features on BreastMNIST",
+        description="The README's demo: cross-validate raw pixels + PCA, BackboneFeaturizer and "
+        "CAETransferFeaturizer (each + SVC) on a MedMNIST data set and print a table.",
+    )
+    demo.add_argument("--dataset", default="breastmnist", help="MedMNIST 2-D data set")
+    demo.add_argument("--folds", type=_folds, default=5, help="folds (default: %(default)s)")
+    return parser
+
+
+_COMMANDS = {"evaluate": _evaluate, "fit": _fit, "predict": _predict, "demo": _demo}
+
+
+def main(argv: list[str] | None = None, prog: str = "sklearn-cae") -> int:
+    """Run the command line; return the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        Arguments; ``sys.argv[1:]`` when None.
+    prog : str, default="sklearn-cae"
+        Program name shown in help and error messages.
+
+    Returns
+    -------
+    int
+        0 on success, 1 on an error (printed as one line on standard error), 2 on a
+        usage error.
+    """
+    args = build_parser(prog).parse_args(argv)
+    try:
+        _COMMANDS[args.command](args)
+    except (_CLIError, FileNotFoundError, ImportError, ValueError, TypeError, OSError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

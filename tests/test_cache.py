@@ -1,0 +1,224 @@
+"""The per-image backbone-feature cache: hits, misses, corruption, concurrency."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+
+from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
+from sklearn_cae.cache import FeatureCache, check_cache, image_digests, model_digest
+
+from .conftest import FAST, FAST_CAE
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(24, 28, 28), dtype=np.uint8)
+
+
+def _entries(root: Path) -> list[Path]:
+    return sorted((root / "sklearn_cae_features").glob("*/*/*.f16"))
+
+
+def _count_forwards(module: torch.nn.Module) -> list[int]:
+    calls = [0]
+    module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_check_cache_follows_sklearn_memory_convention(tmp_path):
+    assert check_cache(None) is None
+    assert check_cache(joblib.Memory(location=None, verbose=0)) is None
+    assert check_cache(str(tmp_path)).root == tmp_path / "sklearn_cae_features"
+    assert check_cache(joblib.Memory(tmp_path, verbose=0)).root.parent == tmp_path
+    with pytest.raises(ValueError, match="cache must be None, a directory path"):
+        check_cache(3)
+
+
+def test_bad_cache_fails_in_fit(images):
+    with pytest.raises(ValueError, match="cache must be"):
+        BackboneFeaturizer(cache=1.5, **FAST).fit(images)
+
+
+def test_features_identical_with_and_without_cache(images, tmp_path):
+    plain = CAETransferFeaturizer(**FAST_CAE)
+    cached = CAETransferFeaturizer(cache=tmp_path, **FAST_CAE)
+    np.testing.assert_array_equal(plain.fit_transform(images), cached.fit_transform(images))
+    # The second transform reads every map from the cache.
+    np.testing.assert_array_equal(plain.transform(images), cached.transform(images))
+    np.testing.assert_array_equal(
+        BackboneFeaturizer(**FAST).fit_transform(images),
+        BackboneFeaturizer(cache=joblib.Memory(tmp_path, verbose=0), **FAST).fit_transform(images),
+    )
+    assert len(_entries(tmp_path)) == len(images)
+
+
+def test_other_row_subsets_hit_the_cache(images, tmp_path):
+    CAETransferFeaturizer(cache=tmp_path, **FAST_CAE).fit(images)
+    written = {p: p.stat().st_mtime_ns for p in _entries(tmp_path)}
+    fold = np.random.default_rng(1).permutation(len(images))[:15]
+    featurizer = CAETransferFeaturizer(cache=tmp_path, **FAST_CAE).fit(images[fold])
+    calls = _count_forwards(featurizer.backbone_)
+    featurizer.transform(images[::-1])
+    assert calls[0] == 0  # no backbone pass at all: every image was a hit
+    assert {p: p.stat().st_mtime_ns for p in _entries(tmp_path)} == written
+
+
+def test_new_images_miss_and_are_added(images, tmp_path):
+    featurizer = BackboneFeaturizer(cache=tmp_path, **FAST).fit(images)
+    featurizer.transform(images[:8])
+    calls = _count_forwards(featurizer.backbone_)
+    out = featurizer.transform(images[4:16])
+    assert calls[0] == 1  # one batch, holding only the 8 new images
+    assert len(_entries(tmp_path)) == 16
+    np.testing.assert_array_equal(
+        out, BackboneFeaturizer(**FAST).fit(images).transform(images[4:16])
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"image_size": 48}, {"layer": "blocks.3"}, {"intensity": "minmax"}, {"layer": ["blocks.3"]}],
+    ids=["image_size", "layer", "intensity", "layer_list"],
+)
+def test_changed_parameters_miss(images, tmp_path, change):
+    BackboneFeaturizer(cache=tmp_path, **FAST).fit_transform(images[:8])
+    featurizer = BackboneFeaturizer(cache=tmp_path, **{**FAST, **change}).fit(images[:8])
+    calls = _count_forwards(featurizer.backbone_)
+    featurizer.transform(images[:8])
+    assert calls[0] == 1
+    folders = {p.parent.parent for p in _entries(tmp_path)}
+    # "layer" and "layer_list" tap the same single layer: the same entries.
+    assert len(folders) == 2
+
+
+def test_changed_weights_never_read_stale_entries(images, tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.ReLU())
+    params = dict(backbone=net, layer="1", pooling="avg", cache=tmp_path, **FAST)
+    before = BackboneFeaturizer(**params).fit_transform(images[:6])
+    with torch.no_grad():
+        net[0].bias += 1.0
+    after = BackboneFeaturizer(**params).fit_transform(images[:6])
+    plain = BackboneFeaturizer(**{**params, "cache": None}).fit_transform(images[:6])
+    np.testing.assert_array_equal(after, plain)
+    assert not np.allclose(before, after)
+    assert len(_entries(tmp_path)) == 12
+
+
+def test_model_digest_depends_on_weights_and_device_type():
+    net = torch.nn.Conv2d(3, 2, 1)
+    args = dict(layers=["x"], image_size=(8, 8), intensity="auto", mean=(0,) * 3, std=(1,) * 3)
+    cpu = model_digest(net, device=torch.device("cpu"), **args)
+    assert cpu == model_digest(net, device=torch.device("cpu"), **args)
+    assert cpu != model_digest(net, device=torch.device("cuda"), **args)
+    assert cpu != model_digest(torch.nn.Conv2d(3, 2, 1), device=torch.device("cpu"), **args)
+
+
+def test_image_digests_hash_content_shape_and_dtype():
+    a = np.zeros((2, 4, 4, 1), dtype=np.uint8)
+    a[1, 0, 0, 0] = 1
+    first, second = image_digests(a)
+    assert first != second
+    assert image_digests(a[:1]) == [first]
+    assert image_digests(a[:1].astype(np.uint16)) != [first]
+    assert image_digests(a[:1].reshape(1, 2, 8, 1)) != [first]
+    # Row views of a non-contiguous array hash like their contiguous copies.
+    assert image_digests(np.asfortranarray(a)) == [first, second]
+
+
+def test_corrupt_entries_are_recomputed(images, tmp_path):
+    featurizer = CAETransferFeaturizer(cache=tmp_path, **FAST_CAE)
+    expected = featurizer.fit_transform(images)
+
+    def truncate(data):
+        return data[: len(data) // 2]
+
+    def flip(data):
+        return data[:-5] + bytes([data[-5] ^ 0xFF]) + data[-4:]
+
+    def garbage(data):
+        return b"\x00" * len(data)
+
+    def empty(data):
+        return b""
+
+    damages = [truncate, flip, garbage, empty]
+    for i, path in enumerate(_entries(tmp_path)[::3]):
+        path.write_bytes(damages[i % len(damages)](path.read_bytes()))
+    calls = _count_forwards(featurizer.backbone_)
+    np.testing.assert_array_equal(featurizer.transform(images), expected)
+    assert calls[0] > 0
+    # The damaged entries were rewritten and now read back.
+    cache = FeatureCache(tmp_path)
+    n_values = sum(int(np.prod(s)) for s in featurizer.map_shapes_)
+    model = _entries(tmp_path)[0].parent.parent.name
+    keys = [p.stem for p in _entries(tmp_path)]
+    assert all(cache.load(model, key, n_values) is not None for key in keys)
+    assert cache.corrupt == 0
+
+
+def test_concurrent_writers_never_expose_partial_entries(tmp_path):
+    cache = FeatureCache(tmp_path)
+    values = [np.full(50_000, v, dtype=np.float16) for v in range(4)]
+    seen, stop = [], threading.Event()
+
+    def write(v):
+        for _ in range(20):
+            cache.save("m", "k" * 40, values[v])
+
+    def read():
+        while not stop.is_set():
+            got = cache.load("m", "k" * 40, 50_000)
+            if got is not None:
+                seen.append(float(got[0]) if np.all(got == got[0]) else None)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    writers = [threading.Thread(target=write, args=(v,)) for v in range(4)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    reader.join()
+    assert cache.corrupt == 0 and None not in seen
+    assert not list((tmp_path / "sklearn_cae_features").rglob("*.tmp"))
+
+
+def test_training_maps_are_memory_mapped(images, tmp_path):
+    maps = CAETransferFeaturizer(cache=tmp_path, **FAST_CAE)._fit(images)
+    assert all(isinstance(m, np.memmap) for m in maps)
+    # The backing file is anonymous: nothing is left in the cache folder.
+    assert not any((tmp_path / "sklearn_cae_features" / "tmp").iterdir())
+    maps = CAETransferFeaturizer(**FAST_CAE)._fit(images)
+    assert not any(isinstance(m, np.memmap) for m in maps)
+
+
+def test_grid_search_in_parallel_shares_the_cache(images, tmp_path):
+    y = np.arange(len(images)) % 2
+    grid = {"feat__bottleneck": [4, 8]}
+
+    def search(cache, n_jobs):
+        pipe = Pipeline(
+            [
+                ("feat", CAETransferFeaturizer(cache=cache, **FAST_CAE)),
+                ("clf", LogisticRegression()),
+            ]
+        )
+        return GridSearchCV(pipe, grid, cv=2, n_jobs=n_jobs).fit(images[:16], y[:16])
+
+    parallel = search(str(tmp_path), n_jobs=2)
+    serial = search(None, n_jobs=1)
+    np.testing.assert_allclose(
+        parallel.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"]
+    )
+    assert len(_entries(tmp_path)) == 16

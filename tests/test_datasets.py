@@ -1,0 +1,100 @@
+"""Loaders: ImageFolder trees (the COVID-19 X-ray copy) and MedMNIST through medmnist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sklearn_cae import BackboneFeaturizer
+from sklearn_cae.datasets import load_image_folder, load_medmnist
+
+from .conftest import FAST
+
+
+def test_load_image_folder_on_covid_xrays(covid_root):
+    paths, labels, classes = load_image_folder(covid_root / "images" / "train")
+    assert classes == ["Covid", "Normal", "Viral_Pneumonia"]
+    assert np.bincount(labels).tolist() == [111, 70, 70]
+    assert labels.dtype == np.int64 and len(paths) == len(labels) == 251
+    assert all(
+        Path(p).parent.name == classes[label] for p, label in zip(paths, labels, strict=True)
+    )
+    assert list(paths) == sorted(paths), "files in sorted order, class by class"
+
+    # The same labels as the curated array copy of the data set.
+    curated = np.load(covid_root / "covid19_xray.npz")
+    relative = [str(Path(p).relative_to(covid_root)) for p in paths]
+    by_file = dict(zip(curated["filenames"].tolist(), curated["labels"].tolist(), strict=True))
+    assert [by_file[name] for name in relative] == labels.tolist()
+
+
+def test_featurize_paths_from_an_image_folder(covid_root):
+    paths, labels, _ = load_image_folder(covid_root / "images" / "val")
+    subset = np.concatenate([np.flatnonzero(labels == k)[:2] for k in range(3)])
+    features = BackboneFeaturizer(**FAST, layer="blocks.1").fit_transform(paths[subset])
+    assert features.shape == (6, 24) and np.isfinite(features).all()
+    assert not np.allclose(features[0], features[-1])
+
+
+def test_load_image_folder_follows_the_imagefolder_convention(tmp_path):
+    for cls, names in {"b_class": ["2.png", "1.PNG", "deep/3.png"], "a_class": ["x.jpg"]}.items():
+        for name in names:
+            path = tmp_path / cls / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros((4, 4), np.uint8)).save(path, format="PNG")
+    (tmp_path / "b_class" / "readme.txt").write_text("skipped")
+    (tmp_path / "stray_file.png").write_bytes(b"")  # not in a class folder: ignored
+    paths, labels, classes = load_image_folder(tmp_path)
+    assert classes == ["a_class", "b_class"]
+    names = [str(Path(p).relative_to(tmp_path)) for p in paths]
+    assert names == ["a_class/x.jpg", "b_class/1.PNG", "b_class/2.png", "b_class/deep/3.png"]
+    assert labels.tolist() == [0, 1, 1, 1]
+
+
+def test_load_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_image_folder(tmp_path / "nowhere")
+    (tmp_path / "file.png").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match="folder of class sub-folders"):
+        load_image_folder(tmp_path / "file.png")
+    with pytest.raises(FileNotFoundError, match="class folder"):
+        load_image_folder(tmp_path)
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty_class"):
+        load_image_folder(tmp_path)
+
+
+def test_load_medmnist_reads_a_local_root(medmnist_root):
+    X, y = load_medmnist("BreastMNIST", split="val", root=medmnist_root)
+    assert X.shape == (78, 28, 28) and X.dtype == np.uint8
+    assert y.shape == (78,) and set(np.unique(y)) == {0, 1}
+
+
+def test_load_medmnist_reads_medmnist_root_from_the_environment(medmnist_root, monkeypatch):
+    monkeypatch.setenv("MEDMNIST_ROOT", str(medmnist_root))
+    X, _ = load_medmnist("breastmnist", split="test")
+    assert X.shape == (156, 28, 28)
+
+
+def test_load_medmnist_says_what_to_do_offline(tmp_path, monkeypatch):
+    pytest.importorskip("medmnist")
+    monkeypatch.setenv("SKLEARN_CAE_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"breastmnist_64\.npz.*MEDMNIST_ROOT"):
+        load_medmnist("breastmnist", size=64, root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"name": "nosuchmnist"}, "Unknown MedMNIST"),
+        ({"name": "breastmnist", "split": "training"}, "split"),
+        ({"name": "breastmnist", "size": 32}, "size"),
+    ],
+)
+def test_load_medmnist_bad_arguments(kwargs, match):
+    pytest.importorskip("medmnist")
+    with pytest.raises(ValueError, match=match):
+        load_medmnist(**kwargs)

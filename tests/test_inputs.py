@@ -1,0 +1,302 @@
+"""Every accepted kind of input: layouts, dtypes, intensity policy, files, PIL, DICOM."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
+from sklearn_cae import images as images_module
+from sklearn_cae.images import as_image_source, read_image
+
+from .conftest import FAST, FAST_CAE
+
+FEAT = {**FAST, "layer": "blocks.1"}  # a shallow tap keeps every call cheap
+
+
+@pytest.fixture(scope="module")
+def gray():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(5, 40, 36), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    rng = np.random.default_rng(1)
+    return rng.integers(0, 256, size=(4, 24, 30, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def gray_feat(gray):
+    return BackboneFeaturizer(**FEAT).fit(gray)
+
+
+@pytest.fixture(scope="module")
+def rgb_feat(rgb):
+    return BackboneFeaturizer(**FEAT).fit(rgb)
+
+
+def _save(images, folder: Path, suffix: str = ".png", **kwargs) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        path = folder / f"img{i}{suffix}"
+        Image.fromarray(np.squeeze(image)).save(path, **kwargs)
+        paths.append(str(path))
+    return paths
+
+
+def _unit(X, intensity="auto") -> np.ndarray:
+    """The [0, 1] images an intensity policy makes, at their own size (no resizing)."""
+    source = as_image_source(X)
+    size = source.shape[1:3]
+    units = [u for _, u in source.batches(64, image_size=size, intensity=intensity)]
+    return torch.cat(units).numpy()
+
+
+# ----------------------------------------------------------------------- array layouts
+def test_grey_layouts_and_containers_give_the_same_features(gray, gray_feat, tmp_path):
+    expected = gray_feat.transform(gray)
+    paths = _save(gray, tmp_path)
+    variants = {
+        "(n, H, W, 1)": gray[..., np.newaxis],
+        "(n, 1, H, W)": gray[:, np.newaxis],
+        "list of arrays": list(gray),
+        "nested lists": gray.tolist(),
+        "torch tensor": torch.from_numpy(gray),
+        "PIL images": [Image.fromarray(g) for g in gray],
+        "str paths": paths,
+        "pathlib paths": [Path(p) for p in paths],
+        "array of paths": np.asarray(paths),
+        "column of paths": np.asarray(paths, dtype=object)[:, np.newaxis],
+    }
+    for name, X in variants.items():
+        np.testing.assert_allclose(gray_feat.transform(X), expected, atol=1e-6, err_msg=name)
+    assert expected.shape == (5, gray_feat.n_channels_[0]) and np.isfinite(expected).all()
+
+
+def test_flattened_rows_with_image_shape(gray, gray_feat):
+    expected = gray_feat.transform(gray)
+    flat = gray.reshape(len(gray), -1)
+    for shape in [(40, 36), (40, 36, 1), (40, -1)]:
+        feat = BackboneFeaturizer(**FEAT, image_shape=shape).fit(flat)
+        assert feat.n_features_in_ == 40 * 36
+        np.testing.assert_allclose(feat.transform(flat), expected, atol=1e-6)
+    pandas = pytest.importorskip("pandas")
+    for container in (torch.from_numpy(flat), pandas.DataFrame(flat)):
+        np.testing.assert_allclose(feat.transform(container), expected, atol=1e-6)
+
+
+def test_colour_layouts_alpha_and_palette(rgb, rgb_feat, tmp_path):
+    expected = rgb_feat.transform(rgb)
+    alpha = np.random.default_rng(2).integers(0, 256, size=(*rgb.shape[:3], 1), dtype=np.uint8)
+    rgba = np.concatenate([rgb, alpha], axis=-1)
+    variants = {
+        "(n, 3, H, W)": rgb.transpose(0, 3, 1, 2),
+        "RGBA, alpha dropped": rgba,
+        "(n, 4, H, W)": rgba.transpose(0, 3, 1, 2),
+        "RGBA PNG files": _save(rgba, tmp_path / "rgba"),
+        "RGBA PIL images": [Image.fromarray(x, "RGBA") for x in rgba],
+        "BMP files": _save(rgb, tmp_path / "bmp", ".bmp"),
+    }
+    for name, X in variants.items():
+        np.testing.assert_allclose(rgb_feat.transform(X), expected, atol=1e-6, err_msg=name)
+    palette = [Image.fromarray(x).convert("P") for x in rgb]
+    as_rgb = np.stack([np.asarray(p.convert("RGB")) for p in palette])
+    np.testing.assert_allclose(rgb_feat.transform(palette), rgb_feat.transform(as_rgb), atol=1e-6)
+
+
+def test_jpeg_files_are_decoded_by_pillow(gray, tmp_path):
+    paths = _save(gray, tmp_path, ".jpg", quality=95)
+    decoded = np.stack([read_image(p)[..., 0] for p in paths])
+    assert decoded.shape == gray.shape and decoded.dtype == np.uint8
+    assert np.abs(decoded.astype(int) - gray).mean() < 20  # lossy, but the same image
+
+
+# ------------------------------------------------------------------- intensity policy
+def test_intensity_policies_map_values_as_documented():
+    rng = np.random.default_rng(3)
+    u8 = rng.integers(0, 256, size=(3, 6, 7), dtype=np.uint8)
+    np.testing.assert_allclose(_unit(u8)[:, 0], u8 / 255, atol=1e-6)
+
+    u16 = rng.integers(100, 4096, size=(3, 6, 7)).astype(np.uint16)  # 12-bit data
+    lo = u16.min(axis=(1, 2), keepdims=True)
+    hi = u16.max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(_unit(u16)[:, 0], (u16 - lo) / (hi - lo), atol=1e-6)
+    np.testing.assert_allclose(_unit(u16, "dtype")[:, 0], u16 / 65535, atol=1e-6)
+
+    ct = rng.integers(-2000, 3000, size=(3, 6, 7)).astype(np.int16)
+    window = np.clip((ct + 1000) / 1400, 0, 1)
+    np.testing.assert_allclose(_unit(ct, (-1000, 400))[:, 0], window, atol=1e-6)
+    np.testing.assert_allclose(
+        _unit(ct, "dtype")[:, 0], (ct.astype(np.int64) + 32768) / 65535, atol=1e-6
+    )
+
+    floats = rng.random((2, 5, 5))
+    np.testing.assert_allclose(_unit(floats)[:, 0], floats, atol=1e-6)
+    outside = floats * 3 - 1  # [-1, 2]: min-max, never clipped
+    lo, hi = outside.min(axis=(1, 2), keepdims=True), outside.max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(_unit(outside)[:, 0], (outside - lo) / (hi - lo), atol=1e-6)
+    np.testing.assert_allclose(_unit(outside, "minmax"), _unit(outside), atol=1e-6)
+
+    booleans = rng.random((2, 4, 4)) > 0.5
+    np.testing.assert_array_equal(_unit(booleans)[:, 0], booleans.astype(np.float32))
+
+
+def test_extreme_values_never_wrap_or_overflow():
+    extremes = np.array([[[-32768, 32767], [0, 1]]], dtype=np.int16)
+    np.testing.assert_allclose(_unit(extremes)[0, 0], [[0, 1], [32768 / 65535, 32769 / 65535]])
+    huge = np.array([[[-1.7e308, 1.7e308], [0.0, 1e300]]])
+    unit = _unit(huge)
+    assert np.isfinite(unit).all() and unit.min() == 0 and unit.max() == 1
+    u32 = np.array([[[0, 2**32 - 1]]], dtype=np.uint32)
+    np.testing.assert_allclose(_unit(u32, "dtype")[0, 0], [[0, 1]])
+    constant = np.full((1, 3, 3), 7, dtype=np.uint16)
+    np.testing.assert_array_equal(_unit(constant), 0)
+
+
+def test_sixteen_bit_auto_is_per_image_minmax(gray):
+    wide = gray.astype(np.uint16) * 257
+    auto = BackboneFeaturizer(**FEAT).fit(wide).transform(wide)
+    minmax = BackboneFeaturizer(**FEAT, intensity="minmax").fit(gray).transform(gray)
+    np.testing.assert_allclose(auto, minmax, atol=1e-5)
+    by_dtype = BackboneFeaturizer(**FEAT, intensity="dtype").fit(wide).transform(wide)
+    plain = BackboneFeaturizer(**FEAT).fit(gray).transform(gray)
+    np.testing.assert_allclose(by_dtype, plain, atol=1e-5)
+
+
+def test_ct_window_equals_manual_windowing(gray):
+    ct = gray.astype(np.int16) * 12 - 1024
+    windowed = BackboneFeaturizer(**FEAT, intensity=(-1000, 400)).fit(ct).transform(ct)
+    manual = np.clip((ct.astype(np.float64) + 1000) / 1400, 0, 1)
+    np.testing.assert_allclose(
+        windowed, BackboneFeaturizer(**FEAT).fit(manual).transform(manual), atol=1e-5
+    )
+
+
+# --------------------------------------------------------------------- 16-bit & DICOM
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_sixteen_bit_files_keep_their_values(suffix, tmp_path):
+    rng = np.random.default_rng(4)
+    wide = rng.integers(0, 65536, size=(3, 20, 18)).astype(np.uint16)
+    paths = [str(tmp_path / f"x{i}{suffix}") for i in range(len(wide))]
+    for image, path in zip(wide, paths, strict=True):
+        Image.fromarray(image).save(path)
+    decoded = np.stack([read_image(p)[..., 0] for p in paths]).astype(np.int64)
+    np.testing.assert_array_equal(decoded, wide)
+    feat = BackboneFeaturizer(**FEAT, intensity="minmax").fit(wide)
+    np.testing.assert_allclose(feat.transform(paths), feat.transform(wide), atol=1e-5)
+
+
+def _write_dicom(path: Path, stored: np.ndarray, *, slope=1.0, intercept=-1024.0, mono="2"):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = f"MONOCHROME{mono}"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.PixelData = stored.tobytes()
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return str(path)
+
+
+def test_dicom_applies_rescale_slope_and_intercept(tmp_path):
+    rng = np.random.default_rng(5)
+    stored = rng.integers(0, 3000, size=(3, 16, 20)).astype(np.uint16)
+    hu = stored.astype(np.float64) * 0.5 - 1024
+    paths = [_write_dicom(tmp_path / f"slice{i}.dcm", s, slope=0.5) for i, s in enumerate(stored)]
+    np.testing.assert_allclose(read_image(paths[0])[..., 0], hu[0])
+    feat = BackboneFeaturizer(**FEAT, intensity=(-1000, 400)).fit(paths)
+    np.testing.assert_allclose(feat.transform(paths), feat.transform(hu), atol=1e-5)
+    no_suffix = tmp_path / "slice_without_suffix"
+    no_suffix.write_bytes(Path(paths[0]).read_bytes())  # found by its DICM magic
+    np.testing.assert_allclose(read_image(no_suffix), read_image(paths[0]))
+
+
+def test_dicom_monochrome1_is_flipped(tmp_path):
+    stored = np.arange(12, dtype=np.uint16).reshape(3, 4) * 100
+    flipped = read_image(_write_dicom(tmp_path / "m1.dcm", stored, intercept=0, mono="1"))
+    np.testing.assert_allclose(flipped[..., 0], stored.max() - stored + stored.min())
+
+
+# ---------------------------------------------------- mixed sizes, laziness, workers
+def test_images_of_different_sizes_in_one_call(tmp_path, gray_feat):
+    rng = np.random.default_rng(6)
+    images = [rng.integers(0, 256, size=(20 + 7 * i, 48 - 5 * i), dtype=np.uint8) for i in range(4)]
+    paths = _save(images, tmp_path)
+    source = as_image_source(paths)
+    assert source.shape == (4, None, None, 1)
+    together = gray_feat.transform(paths)
+    one_by_one = np.concatenate([gray_feat.transform([p]) for p in paths])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-6)
+    np.testing.assert_allclose(gray_feat.transform(images), together, atol=1e-6)
+    np.testing.assert_allclose(together[1:2], gray_feat.transform(images[1][np.newaxis]), atol=1e-6)
+
+
+def test_tiny_images_are_resized_up(gray_feat):
+    tiny = np.random.default_rng(7).integers(0, 256, size=(3, 1, 2), dtype=np.uint8)
+    features = gray_feat.transform(tiny)
+    assert features.shape == (3, gray_feat.n_channels_[0]) and np.isfinite(features).all()
+
+
+def test_paths_are_decoded_lazily_batch_by_batch(tmp_path, monkeypatch, gray):
+    paths = _save(gray, tmp_path) * 4  # 20 paths
+    decoded = []
+    real = images_module.read_image
+    monkeypatch.setattr(images_module, "read_image", lambda p: decoded.append(p) or real(p))
+    source = as_image_source(paths, num_workers=0)
+    batches = source.batches(3, image_size=(8, 8))
+    raw, unit = next(batches)
+    assert raw is None and unit.shape == (3, 1, 8, 8)
+    assert len(decoded) == 3, "only the first batch may be decoded"
+    assert sum(len(u) for _, u in batches) == 17 and len(decoded) == 20
+
+
+def test_worker_processes_give_the_same_features(tmp_path, gray, gray_feat, monkeypatch):
+    paths = _save(gray, tmp_path) * 8  # 40 paths, 3 batches of 16
+    monkeypatch.setenv("SKLEARN_CAE_NUM_WORKERS", "0")
+    in_process = gray_feat.transform(paths)
+    monkeypatch.setenv("SKLEARN_CAE_NUM_WORKERS", "2")
+    with_workers = gray_feat.transform(paths)
+    np.testing.assert_array_equal(with_workers, in_process)
+    explicit = gray_feat.transform(as_image_source(paths, num_workers=2))
+    np.testing.assert_array_equal(explicit, in_process)
+
+
+def test_raw_batches_are_available_for_caching(tmp_path, gray, gray_feat):
+    paths = _save(gray, tmp_path)
+    for X in (gray, paths):
+        source = gray_feat._check_images(X, reset=False)
+        device = torch.device("cpu")
+        batches = gray_feat._iter_batches(source, vars(gray_feat), device, with_raw=True)
+        raws = [raw for raw, _ in batches]
+        got = np.concatenate([np.stack(list(r)) for r in raws])
+        np.testing.assert_array_equal(got[..., 0], gray)
+
+
+# ------------------------------------------------------ both featurizers, fit & pickle
+def test_cae_featurizer_fits_and_transforms_file_paths(tmp_path, gray):
+    paths = _save(gray, tmp_path)
+    feat = CAETransferFeaturizer(**FAST_CAE, layer="blocks.1")
+    from_paths = feat.fit_transform(paths)
+    np.testing.assert_allclose(feat.transform(gray), from_paths, atol=1e-5)
+    assert from_paths.shape == (5, len(feat.get_feature_names_out()))
+    restored = pickle.loads(pickle.dumps(feat))
+    np.testing.assert_allclose(restored.transform(paths), from_paths, atol=1e-6)
