@@ -798,7 +798,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         return torch.cat(codes, dim=1).cpu()
 
     def transform(self, X) -> np.ndarray:
-        """Return the pooled CAE codes of ``X``.
+        """Return the pooled CAE codes of ``X`` (then its pooled maps if ``include_backbone``).
 
         Parameters
         ----------
