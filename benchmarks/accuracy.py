@@ -330,18 +330,28 @@ def train_codes(maps: np.ndarray, fit_index, seed: int, args, params: dict) -> t
     return torch.cat(codes)
 
 
+def ablation_data(name: str, args):
+    """A data set and the ablation's (train, test) indices.
+
+    COVID-19 is cross-validated over all images (the CAE sees them without labels);
+    PneumoniaMNIST's training split is subsampled to 2,000 images to fit the budget.
+    """
+    data = load_dataset(name, args)
+    train, test = data["splits"][0]
+    if name == "covid19_xray":
+        train, test = np.arange(len(data["y"])), None
+    elif name == "pneumoniamnist" and not args.quick:
+        train = np.sort(np.random.default_rng(0).choice(train, 2000, replace=False))
+    return data, train, test
+
+
 def ablation(args) -> dict:
     from joblib import Parallel, delayed
 
     results = {}
     for name in args.datasets:
         start = time.perf_counter()
-        data = load_dataset(name, args)
-        train, test = data["splits"][0]
-        if name == "covid19_xray":  # CV over all images; the CAE sees them without labels
-            train, test = np.arange(len(data["y"])), None
-        elif name == "pneumoniamnist" and not args.quick:
-            train = np.sort(np.random.default_rng(0).choice(train, 2000, replace=False))
+        data, train, test = ablation_data(name, args)
         maps, pooled = ablation_maps(data, args)
         print(f"[ablation] {name}: maps {time.perf_counter() - start:.0f}s", flush=True)
         bb = {f"backbone {k} avg": v[:, : v.shape[1] // 2] for k, v in pooled.items()}
@@ -411,12 +421,7 @@ def ablation_final(args) -> dict:
     results = {}
     for name in args.datasets:
         start = time.perf_counter()
-        data = load_dataset(name, args)
-        train, test = data["splits"][0]
-        if name == "covid19_xray":
-            train, test = np.arange(len(data["y"])), None
-        elif name == "pneumoniamnist" and not args.quick:
-            train = np.sort(np.random.default_rng(0).choice(train, 2000, replace=False))
+        data, train, test = ablation_data(name, args)
         maps, pooled = ablation_maps(data, args)
         bb = pooled["blocks.4"]
         standard = standardise(maps["blocks.4"], train)

@@ -284,18 +284,20 @@ def _build_torchvision(name: str, weights) -> tuple[nn.Module, tuple, tuple]:
 def _build_timm(name: str, weights) -> tuple[nn.Module, tuple, tuple]:
     import timm
 
-    model = timm.create_model(name, pretrained=False)
     if weights == "DEFAULT":
+        cfg = timm.get_pretrained_cfg(name)
+        hub_id = getattr(cfg, "hf_hub_id", None)
+        source = f"https://huggingface.co/{hub_id}" if hub_id else getattr(cfg, "url", "") or name
         if _offline():
-            url = model.pretrained_cfg.get("hf_hub_id") or model.pretrained_cfg.get("url")
-            raise _offline_error(name, f"https://huggingface.co/{url}", RuntimeError("offline"))
+            raise _offline_error(name, source, RuntimeError("offline mode is set"))
         try:
             model = timm.create_model(name, pretrained=True)
         except Exception as exc:  # hub errors come in many classes
-            url = model.pretrained_cfg.get("hf_hub_id") or model.pretrained_cfg.get("url")
-            raise _offline_error(name, f"https://huggingface.co/{url}", exc) from exc
-    elif weights is not None:
-        _load_weights_file(model, weights)
+            raise _offline_error(name, source, exc) from exc
+    else:
+        model = timm.create_model(name, pretrained=False)
+        if weights is not None:
+            _load_weights_file(model, weights)
     cfg = model.pretrained_cfg
     return model, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
 

@@ -97,20 +97,10 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         """Validate X and return it as an :class:`~sklearn_cae.images.ImageSource`.
 
         Flattened 2-D numeric X also goes through sklearn's ``validate_data`` (so
-        ``n_features_in_`` is set in fit and checked in transform). With ``reset=True``
-        any previous fit is forgotten first, and a failure leaves no fitted attribute;
-        with ``reset=False`` nothing on the estimator changes.
+        ``n_features_in_`` is set in fit and checked in transform). Nothing on the
+        estimator changes with ``reset=False``; with ``reset=True`` it runs inside
+        :meth:`_fitting`, which forgets a failed fit.
         """
-        if reset:
-            self._clear_fitted_attributes()
-        try:
-            return self._check_images_unguarded(X, reset=reset)
-        except Exception:
-            if reset:
-                self._clear_fitted_attributes()
-            raise
-
-    def _check_images_unguarded(self, X, *, reset: bool) -> ImageSource:
         check_intensity(self.intensity)
         if not isinstance(X, list | tuple | np.ndarray | torch.Tensor | ImageSource) and (
             hasattr(X, "__array__") and not hasattr(X, "dtypes")
