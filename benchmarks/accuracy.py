@@ -191,10 +191,20 @@ def cae_pipeline(seed: int, args, **params):
 
 
 def cae_features(data, train_unlabelled, seed, args, **params):
-    """Fit the CAE featurizer on unlabelled images; return features of every image."""
+    """Fit the CAE featurizer on unlabelled images; return features of every image.
+
+    ``fit_transform`` encodes the training images from the maps computed for fitting,
+    so the backbone sees every image once.
+    """
     feat = cae_pipeline(seed, args, **params)[0]
-    feat.fit(data["X"][train_unlabelled])
-    return feat.transform(data["X"])
+    X = data["X"]
+    F_train = feat.fit_transform(X[train_unlabelled])
+    rest = np.setdiff1d(np.arange(len(X)), train_unlabelled)
+    F = np.empty((len(X), F_train.shape[1]), dtype=np.float32)
+    F[train_unlabelled] = F_train
+    if len(rest):
+        F[rest] = feat.transform(X[rest])
+    return F
 
 
 # ------------------------------------------------------------------ fine-tuning
@@ -259,15 +269,21 @@ def fine_tune(inputs, y, train, test, n_classes, seed, args) -> dict:
 
 # --------------------------------------------------------------------- ablation
 ABLATION_LAYERS = ("blocks.2", "blocks.3", "blocks.4", "blocks.5", "blocks.6", "conv_head")
+# The CAE of the first ablation (before the sparse code became the default).
+ABLATION_BASE = {"bottleneck": 64, "sparsity": 0.0}
 # (name, layer, CAETransferFeaturizer parameters) of every auto-encoder trained.
 ABLATION_CAES = [
-    *[(f"cae {layer}", layer, {}) for layer in ABLATION_LAYERS[1:]],
-    ("cae blocks.4 bottleneck=128", "blocks.4", {"bottleneck": 128}),
-    ("cae blocks.4 bottleneck=256", "blocks.4", {"bottleneck": 256}),
-    ("cae blocks.4 layer_sizes=(256,128)", "blocks.4", {"layer_sizes": (256, 128)}),
-    ("cae blocks.4 noise=0.2", "blocks.4", {"noise": 0.2}),
-    ("cae blocks.4 noise=0.5", "blocks.4", {"noise": 0.5}),
-    ("cae blocks.6 noise=0.5", "blocks.6", {"noise": 0.5}),
+    *[(f"cae {layer}", layer, ABLATION_BASE) for layer in ABLATION_LAYERS[1:]],
+    ("cae blocks.4 bottleneck=128", "blocks.4", {**ABLATION_BASE, "bottleneck": 128}),
+    ("cae blocks.4 bottleneck=256", "blocks.4", {**ABLATION_BASE, "bottleneck": 256}),
+    (
+        "cae blocks.4 layer_sizes=(256,128)",
+        "blocks.4",
+        {**ABLATION_BASE, "layer_sizes": (256, 128)},
+    ),
+    ("cae blocks.4 noise=0.2", "blocks.4", {**ABLATION_BASE, "noise": 0.2}),
+    ("cae blocks.4 noise=0.5", "blocks.4", {**ABLATION_BASE, "noise": 0.5}),
+    ("cae blocks.6 noise=0.5", "blocks.6", {**ABLATION_BASE, "noise": 0.5}),
 ]
 
 
@@ -314,12 +330,9 @@ def standardise(maps: torch.Tensor, fit_index) -> np.ndarray:
 def train_codes(maps: np.ndarray, fit_index, seed: int, args, params: dict) -> torch.Tensor:
     """Train one CAE through the featurizer's own skorch set-up; return all code maps."""
     params = dict(params)
-    noise = params.pop("noise", 0.0)
     if args.quick:
         params["max_epochs"] = 2
-    feat = CAETransferFeaturizer(
-        device=args.device, random_state=seed, cae_params={"module__noise": noise}, **params
-    )
+    feat = CAETransferFeaturizer(device=args.device, random_state=seed, **params)
     device = resolve_device(args.device)
     net = feat._train_cae(maps[fit_index], seed, device)
     with torch.inference_mode():
@@ -416,6 +429,30 @@ def ablation(args) -> dict:
     return results
 
 
+def summarise_ablation(features: dict, data, train, test) -> dict:
+    """CV (and test) balanced accuracy of each feature set, mean over its seeds.
+
+    Keys ``"<name> | seed <k>"`` are grouped by ``<name>``.
+    """
+    y = data["y"]
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    rows: dict[str, list] = {}
+    for key, F in features.items():
+        out = {
+            "cv_bacc": cross_val_score(
+                svc(), F[train], y[train], cv=cv, scoring="balanced_accuracy", n_jobs=N_JOBS
+            ).mean()
+        }
+        if test is not None:
+            out.update(eval_features(F[train], y[train], F[test], y[test], data["n_classes"]))
+        rows.setdefault(key.split(" | seed")[0], []).append(out)
+    return {
+        key: {m: float(np.mean([r[m] for r in runs])) for m in runs[0]}
+        | {"cv_bacc_std": float(np.std([r["cv_bacc"] for r in runs])), "n_seeds": len(runs)}
+        for key, runs in rows.items()
+    }
+
+
 def ablation_final(args) -> dict:
     """The chosen defaults against their nearest alternatives (same maps, same seeds)."""
     results = {}
@@ -428,36 +465,53 @@ def ablation_final(args) -> dict:
         features = {"backbone blocks.4 avg": bb[:, :112]}
         for seed in range(args.seeds):
             for bneck in (64, 128):
-                code = train_codes(standard, train, seed, args, {"bottleneck": bneck}).float()
+                params = {**ABLATION_BASE, "bottleneck": bneck}
+                code = train_codes(standard, train, seed, args, params).float()
                 avg, avgmax = pool(code, "avg").numpy(), pool(code, "avgmax").numpy()
                 tag = f"bottleneck={bneck} | seed {seed}"
                 features[f"code avg + backbone avg, {tag}"] = np.hstack([avg, bb[:, :112]])
                 features[f"code avgmax + backbone avg, {tag}"] = np.hstack([avgmax, bb[:, :112]])
                 features[f"code avgmax + backbone avgmax, {tag}"] = np.hstack([avgmax, bb])
-        cv = StratifiedKFold(5, shuffle=True, random_state=0)
-        rows: dict[str, list] = {}
-        for key, F in features.items():
-            out = {
-                "cv_bacc": cross_val_score(
-                    svc(),
-                    F[train],
-                    data["y"][train],
-                    cv=cv,
-                    scoring="balanced_accuracy",
-                    n_jobs=N_JOBS,
-                ).mean()
-            }
-            if test is not None:
-                y = data["y"]
-                out.update(eval_features(F[train], y[train], F[test], y[test], data["n_classes"]))
-            rows.setdefault(key.split(" | seed")[0], []).append(out)
-        results[name] = {
-            key: {m: float(np.mean([r[m] for r in runs])) for m in runs[0]}
-            | {"cv_bacc_std": float(np.std([r["cv_bacc"] for r in runs])), "n_seeds": len(runs)}
-            for key, runs in rows.items()
-        }
+        results[name] = summarise_ablation(features, data, train, test)
         print(f"[final ablation] {name}: {time.perf_counter() - start:.0f}s", flush=True)
         write_json(results, Path(args.out) / "accuracy.ablation_final.json")
+    return results
+
+
+# Code width and sparsity of the blocks.4 CAE (all other parameters at their defaults).
+SPARSE_CAES = {
+    "bottleneck=64": {"bottleneck": 64, "sparsity": 0.0},
+    "bottleneck=256": {"bottleneck": 256, "sparsity": 0.0},
+    "bottleneck=256 sparsity=0.1": {"bottleneck": 256, "sparsity": 0.1},
+}
+
+
+def ablation_sparse(args) -> dict:
+    """Wide sparse codes against the dense 64-channel code, alone and with the backbone."""
+    results = {}
+    for name in args.datasets:
+        start = time.perf_counter()
+        data, train, test = ablation_data(name, args)
+        maps, pooled = ablation_maps(data, args)
+        bb = pooled["blocks.4"][:, :112]
+        standard = standardise(maps["blocks.4"], train)
+        features = {"backbone blocks.4 avg": bb}
+        for seed in range(args.seeds):
+            for key, params in SPARSE_CAES.items():
+                codes = train_codes(standard, train, seed, args, params).float()
+                active = float((codes > 0).float().mean())
+                code = pool(codes, "avg").numpy()
+                features[f"code {key} | seed {seed}"] = code
+                features[f"code {key} + backbone blocks.4 avg | seed {seed}"] = np.hstack(
+                    [code, bb]
+                )
+                print(
+                    f"[sparse ablation] {name} {key} seed {seed}: active {active:.2f}", flush=True
+                )
+        results[name] = summarise_ablation(features, data, train, test)
+        results[name]["_seconds"] = time.perf_counter() - start
+        print(f"[sparse ablation] {name}: {time.perf_counter() - start:.0f}s", flush=True)
+        write_json(results, Path(args.out) / "accuracy.ablation_sparse.json")
     return results
 
 
@@ -516,25 +570,29 @@ def benchmark_dataset(name: str, args, log) -> list[dict]:
         add("CAETransferFeaturizer (defaults)", runs, (time.perf_counter() - start) / len(runs))
 
     if "grid" in args.parts:
+        import tempfile
+
         start = time.perf_counter()
         runs, best = [], []
         grid = {
-            "caetransferfeaturizer__bottleneck": [64, 128],
-            "caetransferfeaturizer__pooling": ["avg", "avgmax"],
+            "caetransferfeaturizer__layer": ["blocks.4", "blocks.5"],
+            "caetransferfeaturizer__bottleneck": [64, 256],
         }
         if args.quick:
             grid = {"caetransferfeaturizer__bottleneck": [8, 16]}
         for tr, te in data["splits"][: args.grid_splits]:
-            search = GridSearchCV(
-                cae_pipeline(0, args),
-                grid,
-                cv=2 if args.quick else 3,
-                scoring="balanced_accuracy",
-                n_jobs=N_JOBS,
-            ).fit(X[tr], y[tr])
-            best.append({p.split("__")[1]: v for p, v in search.best_params_.items()})
-            model = search.best_estimator_
-            runs.append(scores(y[te], model.predict(X[te]), model.decision_function(X[te]), k))
+            # The backbone maps are computed once per layer and shared by every fit.
+            with tempfile.TemporaryDirectory() as cache:
+                search = GridSearchCV(
+                    cae_pipeline(0, args, cache=cache),
+                    grid,
+                    cv=2 if args.quick else 3,
+                    scoring="balanced_accuracy",
+                    n_jobs=N_JOBS,
+                ).fit(X[tr], y[tr])
+                best.append({p.split("__")[1]: v for p, v in search.best_params_.items()})
+                model = search.best_estimator_
+                runs.append(scores(y[te], model.predict(X[te]), model.decision_function(X[te]), k))
         add(
             "CAETransferFeaturizer, GridSearchCV",
             runs,
@@ -631,6 +689,10 @@ def write_markdown(rows, meta, path: Path) -> None:
         "5-fold stratified CV. seconds: wall time per fit + evaluation.",
         "",
         *[f"- {note}" for note in meta.get("notes", [])],
+        *[
+            f"- run: `python benchmarks/accuracy.py {r['argv']}` on {r['device']} ({r['date']})"
+            for r in meta.get("runs", [])
+        ],
         "",
     ]
     for name in meta["datasets"]:
@@ -727,7 +789,7 @@ def parse_args(argv=None):
     parser.add_argument("--ft-seeds", type=int, default=None, help="seeds of fine-tuning runs")
     parser.add_argument("--grid-splits", type=int, default=1, help="CV folds searched (COVID)")
     parser.add_argument("--report-only", action="store_true", help="rewrite md/png from json")
-    parser.add_argument("--ablation-set", default="full", choices=["full", "final"])
+    parser.add_argument("--ablation-set", default="full", choices=["full", "final", "sparse"])
     parser.add_argument("--ft-lr", type=float, default=3e-4)
     parser.add_argument("--device", default="auto")
     parser.add_argument(
@@ -756,7 +818,9 @@ def main(argv=None) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     if "ablation" in args.parts:
-        ablation_final(args) if args.ablation_set == "final" else ablation(args)
+        {"full": ablation, "final": ablation_final, "sparse": ablation_sparse}[args.ablation_set](
+            args
+        )
         return []
     meta = {
         "argv": " ".join(sys.argv[1:]) if argv is None else " ".join(argv),
@@ -775,10 +839,16 @@ def main(argv=None) -> list[dict]:
         write_markdown(saved["rows"], saved["meta"], out / "accuracy.md")
         plot_label_efficiency(saved["rows"], out / "accuracy.png")
         return saved["rows"]
+    run = {k: meta[k] for k in ("argv", "device", "date")}
+    meta["runs"] = [run]
     if args.merge and (out / "accuracy.json").exists():
         old = json.loads((out / "accuracy.json").read_text())
         rows = [r for r in old["rows"] if not _produced_now(r, args)]
         meta["datasets"] = list(dict.fromkeys([*old["meta"]["datasets"], *args.datasets]))
+        # Keep the record of the runs that produced the rows kept.
+        meta["notes"] = old["meta"].get("notes", [])
+        meta["runs"] = [*old["meta"].get("runs", []), run]
+        meta["argv"], meta["device"] = "(merged runs, see below)", "several machines"
 
     def log(row):
         print(
@@ -788,7 +858,7 @@ def main(argv=None) -> list[dict]:
 
     start = time.perf_counter()
     for name in args.datasets:
-        rows += benchmark_dataset(name, args, log)
+        rows += [{**row, "where": run["device"]} for row in benchmark_dataset(name, args, log)]
         meta["seconds"] = time.perf_counter() - start
         write_json({"meta": meta, "rows": rows}, out / "accuracy.json")
     write_markdown(rows, meta, out / "accuracy.md")

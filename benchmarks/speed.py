@@ -117,6 +117,9 @@ def machine() -> list[str]:
 
 
 # ------------------------------------------------------------------------ sections
+DEFAULT_CAE = CAETransferFeaturizer().get_params()
+
+
 def throughput(size: int, n: int, cae_n: int, repeats: int, out, cache_root: Path) -> dict:
     X = images(n, size, seed=size)
     base = BackboneFeaturizer(image_size=size, batch_size=BATCH, device="cpu").fit(X[:8])
@@ -366,7 +369,8 @@ def sections_1_2(preset, args, out, cache_root) -> None:
     out("")
     c, h, w = t128["map"]
     out(
-        f"CAETransferFeaturizer defaults (layer_sizes=(128,), bottleneck=64) on "
+        f"CAETransferFeaturizer defaults (layer_sizes={DEFAULT_CAE['layer_sizes']}, "
+        f"bottleneck={DEFAULT_CAE['bottleneck']}, sparsity={DEFAULT_CAE['sparsity']}) on "
         f"{c}x{h}x{w} maps (128 px) of {preset['cae_n']} images (10% held out for early "
         f"stopping), read from the cache: {t128['epoch_s']:.2f} s per epoch, i.e. "
         f"**{1000 * t128['epoch_s'] / preset['cae_n']:.2f} s per epoch per 1,000 images**."

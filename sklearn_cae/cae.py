@@ -72,8 +72,10 @@ class ConvAutoEncoder(nn.Module):
         """Return the bottleneck code, shape ``(n, bottleneck, h, w)``."""
         return self.encoder(x.float())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encode(self.corrupt(x.float())))
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(reconstruction, code)``; the code feeds the sparsity penalty."""
+        code = self.encode(self.corrupt(x.float()))
+        return self.decoder(code), code
 
 
 class AutoEncoderNet(NeuralNet):
@@ -81,8 +83,24 @@ class AutoEncoderNet(NeuralNet):
 
     Fit it with ``y=None``: the loss compares the reconstruction with the input
     batch, so no labels are ever used.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Passed to :class:`skorch.NeuralNet`.
+    sparsity : float, default=0.0
+        Weight of an L1 penalty on the code activations (mean absolute value)
+        added to the reconstruction loss: a sparse auto-encoder.
     """
 
+    def __init__(self, *args, sparsity: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sparsity = sparsity
+
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        target = to_tensor(X, device=self.device).to(y_pred.dtype)
-        return super().get_loss(y_pred, target, X=X, training=training)
+        reconstruction, code = y_pred
+        target = to_tensor(X, device=self.device).to(reconstruction.dtype)
+        loss = super().get_loss(reconstruction, target, X=X, training=training)
+        if self.sparsity:
+            loss = loss + self.sparsity * code.abs().mean()
+        return loss

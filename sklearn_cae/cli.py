@@ -136,8 +136,10 @@ def _image_files(arguments: list[str]) -> list[str]:
 
 # -------------------------------------------------------------------- pipelines
 def _featurizer_params(args, cls) -> dict:
-    names = ("backbone", "layer", "layer_sizes", "bottleneck", "image_size", "max_epochs")
-    names += ("batch_size", "device")
+    names = (
+        *("backbone", "layer", "layer_sizes", "bottleneck", "sparsity"),
+        *("image_size", "max_epochs", "batch_size", "device"),
+    )
     accepted = inspect.signature(cls).parameters
     params = {n: getattr(args, n) for n in names if n in accepted and getattr(args, n) is not None}
     if params.get("layer") and len(params["layer"]) == 1:
@@ -316,6 +318,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="widths of the CAE's encoder convolutions, e.g. 256,128",
     )
     group.add_argument("--bottleneck", type=_positive_int, metavar="N", help="CAE code channels")
+    group.add_argument(
+        "--sparsity", type=float, metavar="WEIGHT", help="L1 weight on the CAE code (0: dense)"
+    )
     group.add_argument("--image-size", type=_positive_int, metavar="PIXELS", help="resize to this")
     group.add_argument("--max-epochs", type=_positive_int, metavar="N", help="CAE training epochs")
     group.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per batch")

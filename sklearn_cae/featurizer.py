@@ -464,11 +464,16 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         codes are concatenated (hierarchical features).
     layer_sizes : sequence of int, default=(128,)
         Widths of the CAE's encoder convolutions (mirrored in its decoder).
-    bottleneck : int, default=64
+    bottleneck : int, default=256
         Channels of the CAE code.
     noise : float, default=0.0
         Masking noise of a denoising CAE: the probability with which each input
         value is zeroed while training (the loss still targets the clean maps).
+    sparsity : float, default=0.1
+        Weight of an L1 penalty on the code activations (their mean absolute value)
+        added to the reconstruction loss: a sparse CAE, whose code describes each
+        position with few active channels (about a quarter of them by default), so
+        that its average pooling is a histogram-like summary. 0 disables it.
     pooling : {"avg", "max", "avgmax", "spp"}, default="avg"
         How each code map (and each backbone map, see ``include_backbone``) is
         pooled into a vector.
@@ -546,8 +551,8 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
     >>> from sklearn_cae import CAETransferFeaturizer
     >>> X = np.random.default_rng(0).integers(0, 256, size=(8, 28, 28), dtype=np.uint8)
     >>> feat = CAETransferFeaturizer(image_size=32, max_epochs=2, random_state=0)
-    >>> feat.fit_transform(X).shape  # 64 code + 112 backbone features of blocks.4
-    (8, 176)
+    >>> feat.fit_transform(X).shape  # 256 code + 112 backbone features of blocks.4
+    (8, 368)
     """
 
     def __init__(
@@ -556,8 +561,9 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         weights="DEFAULT",
         layer: str | Sequence[str] | None = None,
         layer_sizes: Sequence[int] = (128,),
-        bottleneck: int = 64,
+        bottleneck: int = 256,
         noise: float = 0.0,
+        sparsity: float = 0.1,
         pooling: str = "avg",
         include_backbone: bool = True,
         image_size: int | tuple[int, int] = 128,
@@ -581,6 +587,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         self.layer_sizes = layer_sizes
         self.bottleneck = bottleneck
         self.noise = noise
+        self.sparsity = sparsity
         self.pooling = pooling
         self.include_backbone = include_backbone
         self.image_size = image_size
@@ -608,6 +615,8 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         _check_positive_int(self.bottleneck, "bottleneck")
         if not isinstance(self.noise, numbers.Real) or not 0 <= self.noise < 1:
             raise ValueError(f"noise must be in [0, 1), got {self.noise!r}.")
+        if not isinstance(self.sparsity, numbers.Real) or not 0 <= self.sparsity < np.inf:
+            raise ValueError(f"sparsity must be a non-negative float, got {self.sparsity!r}.")
         if not isinstance(self.include_backbone, bool | np.bool_):
             raise TypeError(f"include_backbone must be a bool, got {self.include_backbone!r}.")
         _check_positive_int(self.max_epochs, "max_epochs")
@@ -742,6 +751,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
             module__layer_sizes=tuple(self.layer_sizes),
             module__bottleneck=self.bottleneck,
             module__noise=float(self.noise),
+            sparsity=float(self.sparsity),
             criterion=nn.MSELoss,
             optimizer=torch.optim.Adam,
             lr=self.lr,

@@ -77,7 +77,7 @@ def reconstruct_feature_maps(featurizer, X, layer: str | int = 0) -> tuple[np.nd
         for batch_maps in featurizer._iter_maps(images, vars(featurizer), device):
             standardized = (batch_maps[index] - mean) / std
             maps.append(standardized.cpu())
-            reconstructions.append(module(standardized).float().cpu())
+            reconstructions.append(module(standardized)[0].float().cpu())
     return torch.cat(maps).numpy(), torch.cat(reconstructions).numpy()
 
 
@@ -302,7 +302,8 @@ def plot_loss_curves(estimator, *, ax=None, log_scale: bool = False):
             ax.plot(epochs[best], valid[best], "*", ms=12, color=color)
     ax.set_xlabel("epoch")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel("reconstruction loss (MSE)")
+    sparse = any(getattr(net, "sparsity", 0) for _, net in nets)
+    ax.set_ylabel("loss (MSE + sparsity penalty)" if sparse else "reconstruction loss (MSE)")
     if log_scale:
         ax.set_yscale("log")
     ax.legend(fontsize="small")

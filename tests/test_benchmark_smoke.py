@@ -77,3 +77,16 @@ def test_subsample_is_stratified_with_two_per_class(accuracy):
     index = accuracy.subsample(y, 0.05, seed=0)
     assert np.bincount(y[index]).tolist() == [4, 2]
     assert len(set(index)) == len(index)
+
+
+def test_quick_sparse_ablation(accuracy, medmnist_root, tmp_path):
+    argv = ["--quick", "--device", "cpu", "--medmnist-root", str(medmnist_root)]
+    accuracy.main(
+        [*argv, "--parts", "ablation", "--ablation-set", "sparse", "--out", str(tmp_path)]
+    )
+    results = json.loads((tmp_path / "accuracy.ablation_sparse.json").read_text())["breastmnist"]
+    for key in accuracy.SPARSE_CAES:
+        for name in (f"code {key}", f"code {key} + backbone blocks.4 avg"):
+            assert 0.0 <= results[name]["cv_bacc"] <= 1.0
+            assert 0.0 <= results[name]["bacc"] <= 1.0
+    assert "backbone blocks.4 avg" in results

@@ -203,8 +203,12 @@ def test_evaluate_multiclass_npz_reports_macro_f1(capsys, covid_root):
 def test_fit_then_predict_on_an_image_folder(capsys, covid_folder, tmp_path):
     model = tmp_path / "model.joblib"
     argv = ["fit", str(covid_folder / "train"), "-o", str(model), "--max-images", "24"]
-    assert main([*argv, *TINY_CAE]) == 0
+    assert main([*argv, *TINY_CAE, "--sparsity", "0.05"]) == 0
     assert model.is_file() and "saved to" in capsys.readouterr().out
+    import joblib
+
+    featurizer = joblib.load(model)[0]
+    assert (featurizer.bottleneck, featurizer.sparsity) == (8, 0.05)
 
     images = sorted((covid_folder / "val" / "Normal").glob("*"))[:3]
     table = tmp_path / "predictions.csv"

@@ -59,6 +59,28 @@ def test_cae_learns_to_reconstruct(images):
     assert losses[-1] < 0.8 * losses[0]
 
 
+def test_sparsity_penalty_makes_codes_sparser(images):
+    from sklearn_cae.plotting import reconstruct_feature_maps
+
+    def fraction_zero(sparsity):
+        params = {**FAST_CAE, "max_epochs": 6, "patience": None, "sparsity": sparsity}
+        feat = CAETransferFeaturizer(**params).fit(images)
+        maps = torch.from_numpy(reconstruct_feature_maps(feat, images)[0])
+        with torch.inference_mode():
+            return (feat.cae_.module_.encode(maps) == 0).float().mean().item()
+
+    assert fraction_zero(1.0) > fraction_zero(0.0) + 0.2
+
+
+def test_sparsity_penalty_is_part_of_the_loss(images):
+    plain = CAETransferFeaturizer(**{**FAST_CAE, "sparsity": 0.0}).fit(images)
+    sparse = CAETransferFeaturizer(**{**FAST_CAE, "sparsity": 10.0}).fit(images)
+    assert sparse.cae_.sparsity == 10.0
+    # Same seed, same first batch order: the penalty can only add to the first loss.
+    first = (plain.cae_.history[0, "train_loss"], sparse.cae_.history[0, "train_loss"])
+    assert first[1] > first[0]
+
+
 def test_same_random_state_same_features(images):
     a = CAETransferFeaturizer(**FAST_CAE).fit(images).transform(images)
     b = CAETransferFeaturizer(**FAST_CAE).fit(images).transform(images)
@@ -163,6 +185,7 @@ def test_pandas_output(fitted, images):
         ({"device": "gpu0"}, "device must be"),
         ({"max_epochs": 0}, "max_epochs"),
         ({"lr": -1.0}, "lr must be"),
+        ({"sparsity": -0.1}, "sparsity must be"),
         ({"validation_fraction": 1.5}, "validation_fraction"),
     ],
 )
