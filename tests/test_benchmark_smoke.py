@@ -56,6 +56,8 @@ def test_quick_benchmark_writes_reports(quick_run):
     assert "| CAETransferFeaturizer (defaults) |" in markdown
     assert "MedMNIST v2 ResNet-18 (28), published | 0.863" in markdown
     assert "## Label efficiency" in markdown
+    assert "## Against the goals" in markdown and "| breastmnist | " in markdown
+    assert "Mean difference to the layer chosen by inner CV" in markdown
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
