@@ -359,8 +359,6 @@ def ablation_data(name: str, args):
 
 
 def ablation(args) -> dict:
-    from joblib import Parallel, delayed
-
     results = {}
     for name in args.datasets:
         start = time.perf_counter()
@@ -399,30 +397,7 @@ def ablation(args) -> dict:
                 features[f"{key} | seed {seed}"] = value
             print(f"[ablation] {name}: seed {seed} {time.perf_counter() - start:.0f}s", flush=True)
 
-        def evaluate(F, train=train, test=test, y=data["y"], k=data["n_classes"]):
-            cv = StratifiedKFold(5, shuffle=True, random_state=0)
-            out = {
-                "cv_bacc": cross_val_score(
-                    svc(), F[train], y[train], cv=cv, scoring="balanced_accuracy"
-                ).mean()
-            }
-            if test is not None:
-                out.update(eval_features(F[train], y[train], F[test], y[test], k))
-            return out
-
-        bad = [key for key, F in features.items() if not np.isfinite(F).all()]
-        if bad:
-            print(f"[ablation] non-finite features (dropped): {bad}", flush=True)
-        keys = [key for key in features if key not in bad]
-        evaluated = Parallel(n_jobs=N_JOBS)(delayed(evaluate)(features[k]) for k in keys)
-        rows: dict[str, list] = {}
-        for key, value in zip(keys, evaluated, strict=False):
-            rows.setdefault(key.split(" | seed")[0], []).append(value)
-        results[name] = {
-            key: {m: float(np.mean([r[m] for r in runs])) for m in runs[0]}
-            | {"cv_bacc_std": float(np.std([r["cv_bacc"] for r in runs])), "n_seeds": len(runs)}
-            for key, runs in rows.items()
-        }
+        results[name] = summarise_ablation(features, data, train, test)
         results[name]["_seconds"] = time.perf_counter() - start
         print(f"[ablation] {name}: done {time.perf_counter() - start:.0f}s", flush=True)
         write_json(results, Path(args.out) / "accuracy.ablation.json")
@@ -432,19 +407,31 @@ def ablation(args) -> dict:
 def summarise_ablation(features: dict, data, train, test) -> dict:
     """CV (and test) balanced accuracy of each feature set, mean over its seeds.
 
-    Keys ``"<name> | seed <k>"`` are grouped by ``<name>``.
+    Keys ``"<name> | seed <k>"`` are grouped by ``<name>``; feature sets with
+    non-finite values are reported and dropped.
     """
-    y = data["y"]
-    cv = StratifiedKFold(5, shuffle=True, random_state=0)
-    rows: dict[str, list] = {}
-    for key, F in features.items():
+    from joblib import Parallel, delayed
+
+    y, k = data["y"], data["n_classes"]
+
+    def evaluate(F):
+        cv = StratifiedKFold(5, shuffle=True, random_state=0)
         out = {
             "cv_bacc": cross_val_score(
-                svc(), F[train], y[train], cv=cv, scoring="balanced_accuracy", n_jobs=N_JOBS
+                svc(), F[train], y[train], cv=cv, scoring="balanced_accuracy"
             ).mean()
         }
         if test is not None:
-            out.update(eval_features(F[train], y[train], F[test], y[test], data["n_classes"]))
+            out.update(eval_features(F[train], y[train], F[test], y[test], k))
+        return out
+
+    bad = [key for key, F in features.items() if not np.isfinite(F).all()]
+    if bad:
+        print(f"[ablation] non-finite features (dropped): {bad}", flush=True)
+    keys = [key for key in features if key not in bad]
+    evaluated = Parallel(n_jobs=N_JOBS)(delayed(evaluate)(features[key]) for key in keys)
+    rows: dict[str, list] = {}
+    for key, out in zip(keys, evaluated, strict=True):
         rows.setdefault(key.split(" | seed")[0], []).append(out)
     return {
         key: {m: float(np.mean([r[m] for r in runs])) for m in runs[0]}
