@@ -440,8 +440,12 @@ def summarise_ablation(features: dict, data, train, test) -> dict:
     }
 
 
-def ablation_final(args) -> dict:
-    """The chosen defaults against their nearest alternatives (same maps, same seeds)."""
+def blocks4_ablation(args, label: str, filename: str, seed_features) -> dict:
+    """Run one blocks.4 ablation set on every data set and write ``filename``.
+
+    ``seed_features(standard, bb, train, seed)`` returns ``{name: features}`` for one
+    seed, from the standardised blocks.4 maps and their avg+max pooled backbone vector.
+    """
     results = {}
     for name in args.datasets:
         start = time.perf_counter()
@@ -449,20 +453,33 @@ def ablation_final(args) -> dict:
         maps, pooled = ablation_maps(data, args)
         bb = pooled["blocks.4"]
         standard = standardise(maps["blocks.4"], train)
-        features = {"backbone blocks.4 avg": bb[:, :112]}
+        features = {"backbone blocks.4 avg": bb[:, : bb.shape[1] // 2]}
         for seed in range(args.seeds):
-            for bneck in (64, 128):
-                params = {**ABLATION_BASE, "bottleneck": bneck}
-                code = train_codes(standard, train, seed, args, params).float()
-                avg, avgmax = pool(code, "avg").numpy(), pool(code, "avgmax").numpy()
-                tag = f"bottleneck={bneck} | seed {seed}"
-                features[f"code avg + backbone avg, {tag}"] = np.hstack([avg, bb[:, :112]])
-                features[f"code avgmax + backbone avg, {tag}"] = np.hstack([avgmax, bb[:, :112]])
-                features[f"code avgmax + backbone avgmax, {tag}"] = np.hstack([avgmax, bb])
+            for key, value in seed_features(standard, bb, train, seed).items():
+                features[f"{key} | seed {seed}"] = value
         results[name] = summarise_ablation(features, data, train, test)
-        print(f"[final ablation] {name}: {time.perf_counter() - start:.0f}s", flush=True)
-        write_json(results, Path(args.out) / "accuracy.ablation_final.json")
+        results[name]["_seconds"] = time.perf_counter() - start
+        print(f"[{label}] {name}: {time.perf_counter() - start:.0f}s", flush=True)
+        write_json(results, Path(args.out) / filename)
     return results
+
+
+def ablation_final(args) -> dict:
+    """The chosen defaults against their nearest alternatives (same maps, same seeds)."""
+
+    def seed_features(standard, bb, train, seed):
+        avg_bb, features = bb[:, : bb.shape[1] // 2], {}
+        for bneck in (64, 128):
+            params = {**ABLATION_BASE, "bottleneck": bneck}
+            code = train_codes(standard, train, seed, args, params).float()
+            avg, avgmax = pool(code, "avg").numpy(), pool(code, "avgmax").numpy()
+            tag = f"bottleneck={bneck}"
+            features[f"code avg + backbone avg, {tag}"] = np.hstack([avg, avg_bb])
+            features[f"code avgmax + backbone avg, {tag}"] = np.hstack([avgmax, avg_bb])
+            features[f"code avgmax + backbone avgmax, {tag}"] = np.hstack([avgmax, bb])
+        return features
+
+    return blocks4_ablation(args, "final ablation", "accuracy.ablation_final.json", seed_features)
 
 
 # Code width and sparsity of the blocks.4 CAE (all other parameters at their defaults).
@@ -475,31 +492,19 @@ SPARSE_CAES = {
 
 def ablation_sparse(args) -> dict:
     """Wide sparse codes against the dense 64-channel code, alone and with the backbone."""
-    results = {}
-    for name in args.datasets:
-        start = time.perf_counter()
-        data, train, test = ablation_data(name, args)
-        maps, pooled = ablation_maps(data, args)
-        bb = pooled["blocks.4"][:, :112]
-        standard = standardise(maps["blocks.4"], train)
-        features = {"backbone blocks.4 avg": bb}
-        for seed in range(args.seeds):
-            for key, params in SPARSE_CAES.items():
-                codes = train_codes(standard, train, seed, args, params).float()
-                active = float((codes > 0).float().mean())
-                code = pool(codes, "avg").numpy()
-                features[f"code {key} | seed {seed}"] = code
-                features[f"code {key} + backbone blocks.4 avg | seed {seed}"] = np.hstack(
-                    [code, bb]
-                )
-                print(
-                    f"[sparse ablation] {name} {key} seed {seed}: active {active:.2f}", flush=True
-                )
-        results[name] = summarise_ablation(features, data, train, test)
-        results[name]["_seconds"] = time.perf_counter() - start
-        print(f"[sparse ablation] {name}: {time.perf_counter() - start:.0f}s", flush=True)
-        write_json(results, Path(args.out) / "accuracy.ablation_sparse.json")
-    return results
+
+    def seed_features(standard, bb, train, seed):
+        avg_bb, features = bb[:, : bb.shape[1] // 2], {}
+        for key, params in SPARSE_CAES.items():
+            codes = train_codes(standard, train, seed, args, params).float()
+            active = float((codes > 0).float().mean())
+            print(f"[sparse ablation] {key} seed {seed}: active {active:.2f}", flush=True)
+            code = pool(codes, "avg").numpy()
+            features[f"code {key}"] = code
+            features[f"code {key} + backbone blocks.4 avg"] = np.hstack([code, avg_bb])
+        return features
+
+    return blocks4_ablation(args, "sparse ablation", "accuracy.ablation_sparse.json", seed_features)
 
 
 # -------------------------------------------------------------------- benchmark
