@@ -45,17 +45,59 @@ def _layer_index(featurizer, layer) -> int:
     return int(layer) % n_layers
 
 
+def _locate(estimator, X):
+    """The CAETransferFeaturizer inside ``estimator``, and ``X`` as it reaches it.
+
+    Looks through pipelines (``X`` goes through the steps before the featurizer),
+    fitted searches (``best_estimator_``) and wrappers such as ``FrozenEstimator``
+    (``estimator``). Raises LookupError when there is none.
+    """
+    from .featurizer import CAETransferFeaturizer
+
+    if isinstance(estimator, CAETransferFeaturizer):
+        return estimator, X
+    if hasattr(estimator, "steps"):
+        for _, step in estimator.steps:
+            if step is None or step == "passthrough":
+                continue
+            try:
+                return _locate(step, X)
+            except LookupError:
+                if X is not None:
+                    X = step.transform(X)
+    for attr in ("best_estimator_", "estimator"):
+        inner = getattr(estimator, attr, None)
+        if inner is not None and hasattr(inner, "get_params"):
+            return _locate(inner, X)
+    raise LookupError
+
+
+def _find_featurizer(estimator, X=None):
+    """Return the fitted CAETransferFeaturizer of ``estimator`` and its input ``X``."""
+    try:
+        featurizer, _ = _locate(estimator, None)  # find it before transforming X
+    except LookupError:
+        raise TypeError(
+            "Expected a CAETransferFeaturizer, or a pipeline, search or wrapper holding "
+            f"one; got {type(estimator).__name__} without one."
+        ) from None
+    check_is_fitted(featurizer, "cae_")
+    return featurizer, X if X is None else _locate(estimator, X)[1]
+
+
 def reconstruct_feature_maps(featurizer, X, layer: str | int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Standardised backbone maps of ``X`` and their CAE reconstructions.
 
     Parameters
     ----------
-    featurizer : CAETransferFeaturizer
-        A fitted featurizer.
+    featurizer : CAETransferFeaturizer, Pipeline or search holding one
+        A fitted featurizer, or a fitted estimator containing one (a ``Pipeline``,
+        a ``GridSearchCV``, a ``FrozenEstimator``).
     X : array-like of images
-        Images in any form the featurizer accepts; keep it small (a few images).
+        Images as ``featurizer`` takes them -- for a pipeline, as the pipeline takes
+        them: the steps before the featurizer are applied. Keep it small (a few images).
     layer : str or int, default=0
-        Tapped layer, by name or by position in ``featurizer.layers_``.
+        Tapped layer, by name or by position in the featurizer's ``layers_``.
 
     Returns
     -------
@@ -64,7 +106,7 @@ def reconstruct_feature_maps(featurizer, X, layer: str | int = 0) -> tuple[np.nd
     reconstructions : ndarray of the same shape
         The auto-encoder's output for ``maps``.
     """
-    check_is_fitted(featurizer, "cae_")
+    featurizer, X = _find_featurizer(featurizer, X)
     index = _layer_index(featurizer, layer)
     device = resolve_device(featurizer.device)
     mean = torch.from_numpy(featurizer.map_mean_[index]).to(device).view(1, -1, 1, 1)
@@ -118,13 +160,15 @@ def plot_reconstructions(
 
     Parameters
     ----------
-    featurizer : CAETransferFeaturizer
-        A fitted featurizer.
+    featurizer : CAETransferFeaturizer, Pipeline or search holding one
+        A fitted featurizer, or a fitted estimator containing one (a ``Pipeline``,
+        a ``GridSearchCV``, a ``FrozenEstimator``).
     X : array-like of images
-        A few images in any form the featurizer accepts (an array, file paths, PIL
-        images).
+        A few images in any form the featurizer (or pipeline) accepts: an array, file
+        paths, PIL images. The images are shown as given; for a pipeline, the steps
+        before the featurizer are applied to compute the maps.
     layer : str or int, default=0
-        Tapped layer, by name or by position in ``featurizer.layers_``.
+        Tapped layer, by name or by position in the featurizer's ``layers_``.
     n_channels : int, default=3
         Number of channels to show.
     figsize : (float, float), default=None
@@ -136,6 +180,7 @@ def plot_reconstructions(
     """
     plt = _pyplot()
     maps, reconstructions = reconstruct_feature_maps(featurizer, X, layer)
+    featurizer, _ = _find_featurizer(featurizer)
     images = _for_display(X)
     n_channels = min(int(n_channels), maps.shape[1])
     if n_channels < 1:
@@ -256,11 +301,7 @@ def plot_embedding(
 def _nets_and_names(estimator) -> list[tuple[str, object]]:
     if hasattr(estimator, "history") and hasattr(estimator, "module_"):
         return [("CAE", estimator)]
-    if hasattr(estimator, "steps"):  # a fitted Pipeline: find the featurizer
-        for _, step in estimator.steps:
-            if hasattr(step, "cae_"):
-                return _nets_and_names(step)
-    check_is_fitted(estimator, "cae_")
+    estimator, _ = _find_featurizer(estimator)
     nets = estimator.cae_ if isinstance(estimator.cae_, list) else [estimator.cae_]
     return list(zip(estimator.layers_, nets, strict=True))
 
@@ -274,9 +315,10 @@ def plot_loss_curves(estimator, *, ax=None, log_scale: bool = False):
 
     Parameters
     ----------
-    estimator : CAETransferFeaturizer, Pipeline or skorch NeuralNet
-        A fitted featurizer (one curve pair per tapped layer), a fitted pipeline
-        containing one, or a fitted skorch net.
+    estimator : CAETransferFeaturizer, Pipeline, search or skorch NeuralNet
+        A fitted featurizer (one curve pair per tapped layer), a fitted estimator
+        containing one (a ``Pipeline``, a ``GridSearchCV``, a ``FrozenEstimator``), or
+        a fitted skorch net.
     ax : matplotlib.axes.Axes, default=None
         Axes to draw on; a new figure is created when None.
     log_scale : bool, default=False

@@ -115,3 +115,46 @@ def test_plot_reconstructions_of_image_files(covid_root):
 
     assert shown.shape[:2] == read_image(paths[0]).shape[:2]
     assert 0 <= shown.min() and shown.max() <= 1
+
+
+def _flip(X):
+    return np.asarray(X)[:, ::-1]
+
+
+def test_reconstructions_accept_pipelines_searches_and_wrappers(fitted):
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.preprocessing import FunctionTransformer
+
+    featurizer, X, y = fitted
+    expected = reconstruct_feature_maps(featurizer, _flip(X[:3]))
+    # The steps before the featurizer run on X, as the pipeline's predict would.
+    pipe = make_pipeline(FunctionTransformer(_flip), FrozenEstimator(featurizer), SVC())
+    pipe.fit(X, y)
+    search = GridSearchCV(pipe, {"svc__C": [1.0]}, cv=2).fit(X, y)
+    for estimator, X_in in [
+        (pipe, X[:3]),
+        (search, X[:3]),
+        (FrozenEstimator(featurizer), _flip(X[:3])),
+    ]:
+        maps, reconstructions = reconstruct_feature_maps(estimator, X_in)
+        np.testing.assert_allclose(maps, expected[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(reconstructions, expected[1], rtol=1e-5, atol=1e-5)
+    fig = plot_reconstructions(pipe, X[:2], n_channels=1)
+    assert len(fig.axes) == 2 * 3
+    assert fig.get_suptitle().endswith("blocks.2 feature maps")
+    assert len(plot_loss_curves(search).get_lines()) == 3
+
+
+def test_plotting_needs_a_fitted_featurizer_inside(fitted):
+    from sklearn.exceptions import NotFittedError
+    from sklearn.preprocessing import StandardScaler
+
+    _, X, y = fitted
+    with pytest.raises(NotFittedError):
+        plot_reconstructions(make_pipeline(CAETransferFeaturizer(), SVC()), X[:2])
+    scaler_only = make_pipeline(StandardScaler(), SVC()).fit(X.reshape(len(X), -1), y)
+    with pytest.raises(TypeError, match="holding one"):
+        reconstruct_feature_maps(scaler_only, X[:2])
+    with pytest.raises(TypeError, match="holding one"):
+        plot_loss_curves(scaler_only)
