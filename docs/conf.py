@@ -98,3 +98,14 @@ def _write_cli_help() -> None:
 
 
 _write_cli_help()
+
+
+def _write_method_diagram() -> None:
+    """Redraw the front page's method diagram from the code's current defaults."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _method_diagram import write
+
+    write()
+
+
+_write_method_diagram()
