@@ -454,7 +454,8 @@ def _load_by_name(model: nn.Module, state: dict, source: str) -> tuple[str, ...]
     """
     target = model.state_dict()
     state = _strip_prefixes(state, set(target))
-    if set(state) != set(target):
+    if set(state) != set(target) or any(v.shape != target[k].shape for k, v in state.items()):
+        # Original (non-timm) formats, or position embeddings for another image size.
         state = _timm_filter(model, state)
     matched = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
     if not matched:

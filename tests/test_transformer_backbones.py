@@ -230,3 +230,18 @@ def test_fitted_vit_featurizer_pickles_and_caches(tmp_path, images):
     cached.backbone_.load_state_dict(feat.backbone_.state_dict())
     np.testing.assert_array_equal(cached.transform(X), expected)
     np.testing.assert_array_equal(cached.transform(X), expected)  # read from the cache
+
+
+def test_vit_checkpoint_for_another_image_size_is_resampled(tmp_path):
+    import timm
+
+    # A ViT fine-tuned at 384 px: timm's converter resamples its position embedding.
+    torch.manual_seed(6)
+    at_384 = timm.create_model("vit_tiny_patch16_224", img_size=384)
+    path = tmp_path / "vit384.pth"
+    torch.save(at_384.state_dict(), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spec = load_backbone(VIT, str(path))
+    assert spec.model.pos_embed.shape == (1, 197, 192)
+    torch.testing.assert_close(spec.model.blocks[0].mlp.fc1.weight, at_384.blocks[0].mlp.fc1.weight)
