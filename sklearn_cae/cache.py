@@ -20,6 +20,10 @@ Layout::
   atomic: concurrent writers (``GridSearchCV(n_jobs>1)``) or a killed process never
   leave a partial entry under its final name. An entry that fails its size or checksum
   test is treated as missing and rewritten.
+* The cache only saves work: an entry that cannot be written (full disk, file-size
+  limit, read-only folder) is skipped with a :class:`CacheWriteWarning`, and the CAE's
+  training maps go to the system's temporary folder, or to memory, when the cache
+  folder cannot hold them.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import struct
 import tempfile
+import warnings
 import weakref
 import zlib
 from pathlib import Path
@@ -38,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FeatureCache", "check_cache", "image_digests", "model_digest"]
+__all__ = ["CacheWriteWarning", "FeatureCache", "check_cache", "image_digests", "model_digest"]
 
 # Bump when the entry format or the meaning of the stored maps changes.
 _FORMAT = 1
@@ -49,10 +55,15 @@ _SUFFIX = ".f16"
 _WEIGHTS_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+class CacheWriteWarning(RuntimeWarning):
+    """A cache entry or the training maps could not be written where asked."""
+
+
 def check_cache(cache) -> FeatureCache | None:
     """Turn the ``cache`` parameter into a :class:`FeatureCache` (or None).
 
-    Follows scikit-learn's ``memory`` convention.
+    Follows scikit-learn's ``memory`` convention. ``~`` is expanded; the folder need
+    not exist yet (it is created on the first write).
 
     Parameters
     ----------
@@ -63,17 +74,49 @@ def check_cache(cache) -> FeatureCache | None:
     Returns
     -------
     FeatureCache or None
+
+    Raises
+    ------
+    ValueError
+        For another type, an empty path, or a path that exists and is not a folder.
     """
     if cache is None:
         return None
-    if isinstance(cache, str | os.PathLike):
-        return FeatureCache(cache)
     if isinstance(cache, joblib.Memory):
-        return None if cache.location is None else FeatureCache(cache.location)
-    raise ValueError(
-        "cache must be None, a directory path or a joblib.Memory, got "
-        f"{type(cache).__name__}: {cache!r}."
-    )
+        if cache.location is None:
+            return None
+        cache = cache.location
+    elif not isinstance(cache, str | os.PathLike):
+        raise ValueError(
+            "cache must be None, a directory path or a joblib.Memory, got "
+            f"{type(cache).__name__}: {cache!r}."
+        )
+    return FeatureCache(_check_location(cache))
+
+
+def _check_location(location) -> Path:
+    """The cache folder as a ``Path``, ``~`` expanded; refuse what cannot be a folder."""
+    text = os.fspath(location)
+    if not isinstance(text, str) or not text.strip():
+        # "" would silently cache into the working directory.
+        raise ValueError(
+            f"cache={location!r} is not a folder path; pass a folder such as "
+            "'~/.cache/sklearn_cae', or None to disable caching."
+        )
+    path = Path(text).expanduser()
+    for folder in (path, path / "sklearn_cae_features"):
+        try:
+            mode = os.stat(folder).st_mode
+        except FileNotFoundError:
+            break  # created on the first write
+        except (OSError, ValueError) as exc:  # a file as a parent, NUL bytes, too long
+            raise ValueError(f"cache={text!r} cannot be used as a folder: {exc}") from None
+        if not stat.S_ISDIR(mode):
+            raise ValueError(
+                f"cache={text!r}: {str(folder)!r} exists and is not a folder; pass a "
+                "folder for the cache, or None to disable caching."
+            )
+    return path
 
 
 def _weights_digest(module: nn.Module) -> str:
@@ -173,10 +216,11 @@ class FeatureCache:
     """
 
     def __init__(self, location: str | os.PathLike):
-        self.root = Path(location) / "sklearn_cae_features"
+        self.root = Path(location).expanduser() / "sklearn_cae_features"
         self.hits = 0
         self.misses = 0
         self.corrupt = 0
+        self._writable = True
 
     def _path(self, model: str, key: str) -> Path:
         return self.root / model / key[:2] / f"{key}{_SUFFIX}"
@@ -186,6 +230,10 @@ class FeatureCache:
         try:
             data = self._path(model, key).read_bytes()
         except FileNotFoundError:
+            self.misses += 1
+            return None
+        except OSError:  # unreadable (permissions, I/O error): recompute
+            self.corrupt += 1
             self.misses += 1
             return None
         payload = data[_HEADER.size :]
@@ -202,9 +250,28 @@ class FeatureCache:
         return np.frombuffer(payload, dtype=np.float16)
 
     def save(self, model: str, key: str, values: np.ndarray) -> None:
-        """Write an entry atomically (temporary file, then :func:`os.replace`)."""
+        """Write an entry atomically (temporary file, then :func:`os.replace`).
+
+        An entry that cannot be written (full disk, file-size limit, read-only
+        folder) is skipped: the first failure warns (:class:`CacheWriteWarning`) and
+        this object then stops trying, since the maps are already computed.
+        """
+        if not self._writable:
+            return
+        try:
+            self._write(self._path(model, key), key, values)
+        except OSError as exc:
+            self._writable = False
+            warnings.warn(
+                f"Cannot write to the feature cache in {str(self.root)!r} ({exc}); "
+                "going on without storing new entries.",
+                CacheWriteWarning,
+                stacklevel=2,
+            )
+
+    @staticmethod
+    def _write(path: Path, key: str, values: np.ndarray) -> None:
         payload = np.ascontiguousarray(values, dtype=np.float16).tobytes()
-        path = self._path(model, key)
         try:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
         except FileNotFoundError:  # first entry of its folder (mkdir only then: it is slow)
@@ -215,7 +282,7 @@ class FeatureCache:
                 file.write(_HEADER.pack(_MAGIC, zlib.crc32(payload), len(payload)))
                 file.write(payload)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException:  # a failed or interrupted write leaves no partial file
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
@@ -224,10 +291,37 @@ class FeatureCache:
         """A writable memory-mapped array in the cache folder, freed when dropped.
 
         The backing file is anonymous (unlinked as soon as it is created where the
-        OS allows), so a killed process leaves nothing behind.
+        OS allows), so a killed process leaves nothing behind. Its space is reserved
+        up front, so a full disk fails here rather than as a crash (SIGBUS) while the
+        array is written. When the cache folder cannot hold it (read-only, full, a
+        file-size limit), the system's temporary folder is used, and failing that,
+        memory.
         """
-        folder = self.root / "tmp"
-        folder.mkdir(parents=True, exist_ok=True)
         if int(np.prod(shape)) == 0:
             return np.empty(shape, dtype=dtype)
-        return np.memmap(tempfile.TemporaryFile(dir=folder), dtype=dtype, mode="w+", shape=shape)
+        errors = []
+        for folder in (self.root / "tmp", None):  # None: the system's temporary folder
+            try:
+                return _mapped_array(folder, shape, np.dtype(dtype))
+            except OSError as exc:
+                errors.append(str(exc))
+        warnings.warn(
+            f"Cannot store the training maps on disk ({'; '.join(errors)}); keeping them "
+            "in memory.",
+            CacheWriteWarning,
+            stacklevel=2,
+        )
+        return np.empty(shape, dtype=dtype)
+
+
+def _mapped_array(folder: Path | None, shape: tuple[int, ...], dtype: np.dtype) -> np.memmap:
+    """A memory-mapped array on an anonymous file in ``folder``, its space reserved."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder) as file:
+        size = int(np.prod(shape)) * dtype.itemsize
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(file.fileno(), 0, size)
+        else:
+            file.truncate(size)
+        return np.memmap(file, dtype=dtype, mode="r+", shape=shape)

@@ -4,14 +4,22 @@ DATA is an ImageFolder-style folder (one sub-folder of images per class), a MedM
 name (read from ``$MEDMNIST_ROOT`` offline), or an ``.npz`` file with ``images`` and
 ``labels`` arrays (and optionally ``class_names``). Heavy imports happen inside the
 commands, so ``--help`` answers at once.
+
+Files are written atomically: a model or CSV is written to a temporary file in the
+destination folder and renamed over the destination only once complete, so a full
+disk, a file-size limit or Ctrl-C never leaves a truncated file in place of a good one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import inspect
+import os
+import stat
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +30,11 @@ __all__ = ["load_data", "main"]
 
 class _CLIError(ValueError):
     """A user error, printed as one line."""
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one line, or its type's name when it has none."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +63,8 @@ def load_data(data: str, split: str = "train"):
     y : ndarray of str
         Class name of each image.
     """
+    if not data.strip():
+        raise _CLIError("DATA is an empty string")
     path = Path(data).expanduser()
     if path.is_dir():
         from .datasets import load_image_folder
@@ -70,23 +85,67 @@ def load_data(data: str, split: str = "train"):
 def _load_npz(path: Path):
     if not path.is_file():
         raise _CLIError(f"no such file: {path}")
-    with np.load(path, allow_pickle=False) as archive:
-        missing = {"images", "labels"} - set(archive.files)
-        if missing:
-            raise _CLIError(
-                f"{path} lacks the array(s) {sorted(missing)}; it must hold 'images' and "
-                f"'labels' (it has {archive.files})"
-            )
-        images, labels = archive["images"], archive["labels"]
-        names = archive["class_names"] if "class_names" in archive.files else None
-    if labels.ndim != 1 or len(labels) != len(images):
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = {"images", "labels"} - set(archive.files)
+            if missing:
+                raise _CLIError(
+                    f"{path} lacks the array(s) {sorted(missing)}; it must hold 'images' and "
+                    f"'labels' (it has {archive.files})"
+                )
+            images, labels = archive["images"], archive["labels"]
+            names = archive["class_names"] if "class_names" in archive.files else None
+    except _CLIError:
+        raise
+    except Exception as exc:  # not a zip, truncated, pickled objects, ...
+        raise _CLIError(f"cannot read {path} as an .npz file ({_reason(exc)})") from None
+    if np.ndim(images) == 0:
+        raise _CLIError(f"{path}: 'images' is a scalar, not an array of images")
+    return images, _npz_labels(path, labels, names, len(images))
+
+
+def _npz_labels(path: Path, labels: np.ndarray, names, n_images: int) -> np.ndarray:
+    """Class names from an .npz's labels: names themselves, or indices into class_names."""
+    if labels.ndim == 2 and labels.shape[1] == 1:  # MedMNIST's (n, 1) column
+        labels = labels[:, 0]
+    if labels.ndim != 1 or len(labels) != n_images:
         raise _CLIError(
             f"{path}: 'labels' must be 1-D with one label per image, got shape {labels.shape} "
-            f"for {len(images)} images"
+            f"for {n_images} images"
         )
-    if names is not None:
-        labels = np.asarray(names)[labels.astype(int)]
-    return images, labels.astype(str)
+    if labels.dtype.kind in "US":
+        if names is not None:
+            raise _CLIError(
+                f"{path}: 'labels' holds names, so 'class_names' (names for integer labels) "
+                "must not be given"
+            )
+        return labels.astype(str)
+    if labels.dtype.kind not in "biuf":
+        raise _CLIError(f"{path}: 'labels' must be integers or strings, not {labels.dtype}")
+    if labels.dtype.kind == "f":
+        whole = np.isfinite(labels) & (labels == np.round(labels))
+        if not whole.all():
+            i = int(np.flatnonzero(~whole)[0])
+            raise _CLIError(
+                f"{path}: 'labels' must be class indices (whole numbers) or names; label "
+                f"{i} is {labels[i]}"
+            )
+    labels = labels.astype(np.int64)
+    if names is None:
+        return labels.astype(str)
+    names = np.asarray(names).astype(str)
+    if names.ndim != 1 or len(names) == 0 or len(set(names)) != len(names):
+        raise _CLIError(
+            f"{path}: 'class_names' must be a 1-D list of distinct names, got {names.tolist()}"
+        )
+    bad = (labels < 0) | (labels >= len(names))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _CLIError(
+            f"{path}: label {labels[i]} of image {i} is not an index into 'class_names' "
+            f"(0 to {len(names) - 1}: {names.tolist()})"
+        )
+    return names[labels]
 
 
 def _load_medmnist(name: str, split: str):
@@ -119,6 +178,8 @@ def _image_files(arguments: list[str]) -> list[str]:
 
     files = []
     for argument in arguments:
+        if not argument.strip():
+            raise _CLIError("an image argument is an empty string")
         path = Path(argument).expanduser()
         if path.is_dir():
             found = sorted(
@@ -132,6 +193,73 @@ def _image_files(arguments: list[str]) -> list[str]:
         else:
             raise _CLIError(f"no such image file: {path}")
     return files
+
+
+# ---------------------------------------------------------------------- output
+def _check_output(output: str, inputs: list[str], what: str) -> Path:
+    """Fail now, before any work, unless ``output`` can be written; return it resolved.
+
+    ``inputs`` are the paths the command reads: writing over one of them is refused.
+    A symbolic link is followed, so the file it points to is the one replaced.
+    """
+    if not output.strip():
+        raise _CLIError(f"the {what} path is an empty string")
+    path = Path(os.path.realpath(Path(output).expanduser()))
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:  # a file as a parent folder, a name too long, ...
+        raise _CLIError(f"cannot write the {what} to {output}: {_reason(exc)}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise _CLIError(f"the {what} path {output} is a folder; give a file name")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise _CLIError(f"the {what} path {output} exists and is not a regular file")
+    if not path.parent.is_dir():
+        raise _CLIError(f"folder {path.parent} does not exist")
+    if mode is not None and any(_same_file(source, path) for source in inputs):
+        raise _CLIError(f"the {what} path {output} is also an input; choose another")
+    try:  # the real test of writability (os.access is wrong for root and some mounts)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise _CLIError(f"cannot write to folder {path.parent}: {_reason(exc)}") from None
+    return path
+
+
+def _same_file(a: str, b: Path) -> bool:
+    """Whether two paths name one file (links and other spellings included)."""
+    try:
+        return os.path.samefile(Path(a).expanduser(), b)
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _atomic_output(path: Path, mode: str = "wb", **open_kwargs):
+    """Open a temporary file next to ``path``; it replaces ``path`` only if all goes well."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(tmp, _new_file_mode(path))
+        os.replace(tmp, path)
+    except BaseException:  # disk full, file-size limit, Ctrl-C: keep what was there
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _new_file_mode(path: Path) -> int:
+    """The permissions ``path`` has, or those a new file gets (mkstemp's are 0600)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 # -------------------------------------------------------------------- pipelines
@@ -169,18 +297,46 @@ def _pipelines(args) -> dict:
 
 
 # --------------------------------------------------------------------- commands
+@contextlib.contextmanager
+def _indices_in(data):
+    """Re-word image errors to give the image's index in ``data`` (the user's own list).
+
+    The featurizers number images within what they are given: a CV fold, or a
+    ``--max-images`` subset. File errors carry ``image_index`` and ``image_path``.
+    """
+    try:
+        yield
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        path = getattr(exc, "image_path", None)
+        if path is None or not isinstance(data, list) or path not in data:
+            raise
+        from .images import _describe
+
+        message = str(exc).replace(
+            _describe(exc.image_index, path), _describe(data.index(path), path), 1
+        )
+        raise type(exc)(message) from None
+
+
 def _evaluate(args) -> None:
     from sklearn.model_selection import StratifiedKFold, cross_validate
 
-    X, y = _subsample(*load_data(args.data, args.split), args.max_images, args.random_state)
+    from .images import as_image_source
+
+    data, labels = load_data(args.data, args.split)
+    X, y = _subsample(data, labels, args.max_images, args.random_state)
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
-        raise _CLIError(f"DATA has a single class ({classes[0]!r}); evaluation needs two or more")
+        raise _CLIError(
+            f"DATA has a single class ({str(classes[0])!r}); evaluation needs two or more"
+        )
     if counts.min() < args.folds:
         raise _CLIError(
-            f"class {classes[np.argmin(counts)]!r} has {counts.min()} images, fewer than "
-            f"--folds={args.folds}"
+            f"class {str(classes[np.argmin(counts)])!r} has {counts.min()} images, fewer "
+            f"than --folds={args.folds}"
         )
+    with _indices_in(data):
+        as_image_source(X)  # headers and pixel checks once, numbered as in DATA
     second = ("roc_auc", "ROC AUC") if len(classes) == 2 else ("f1_macro", "macro F1")
     scoring = {"bacc": "balanced_accuracy", "second": second[0]}
     cv = StratifiedKFold(args.folds, shuffle=True, random_state=args.random_state)
@@ -192,7 +348,8 @@ def _evaluate(args) -> None:
     rows = []
     for name, pipe in _pipelines(args).items():
         start = time.perf_counter()
-        scores = cross_validate(pipe, X, y, cv=cv, scoring=scoring, error_score="raise")
+        with _indices_in(data):
+            scores = cross_validate(pipe, X, y, cv=cv, scoring=scoring, error_score="raise")
         seconds = time.perf_counter() - start
         rows.append((name, scores["test_bacc"], scores["test_second"], seconds))
     header = f"| {'features':<21} | {'balanced acc.':>13} | {second[1]:>13} | {'seconds':>7} |"
@@ -208,19 +365,21 @@ def _evaluate(args) -> None:
 def _fit(args) -> None:
     import joblib
 
-    X, y = _subsample(*load_data(args.data, args.split), args.max_images, args.random_state)
+    data, labels = load_data(args.data, args.split)
+    X, y = _subsample(data, labels, args.max_images, args.random_state)
     if len(np.unique(y)) < 2:
         raise _CLIError("DATA has a single class; a classifier needs two or more")
-    output = Path(args.output)
-    if not output.parent.is_dir():
-        raise _CLIError(f"folder {output.parent} does not exist")
+    inputs = [args.data, *(X if isinstance(X, list) else [])]
+    output = _check_output(args.output, inputs, "model")  # before the long fit
     pipe = _pipelines(args)["CAETransferFeaturizer"]
     start = time.perf_counter()
-    pipe.fit(X, y)
-    joblib.dump(pipe, output)
+    with _indices_in(data):
+        pipe.fit(X, y)
+    with _atomic_output(output) as file:
+        joblib.dump(pipe, file)
     print(
         f"fitted on {len(y)} images, classes {[str(c) for c in pipe.classes_]}, in "
-        f"{time.perf_counter() - start:.1f} s; saved to {output}"
+        f"{time.perf_counter() - start:.1f} s; saved to {args.output}"
     )
 
 
@@ -233,26 +392,31 @@ def _load_model(path: str):
     try:
         model = joblib.load(file)
     except Exception as exc:  # pickle raises many types for a file that is not a model
-        raise _CLIError(f"{file} is not a model saved by 'sklearn-cae fit' ({exc})") from exc
+        raise _CLIError(
+            f"{file} is not a model saved by 'sklearn-cae fit' ({_reason(exc)})"
+        ) from exc
     if not hasattr(model, "predict"):
         raise _CLIError(f"{file} holds a {type(model).__name__}, not a fitted classifier")
     return model
 
 
 def _predict(args) -> None:
-    model = _load_model(args.model)
     files = _image_files(args.images)
+    output = None
+    if args.output is not None:
+        output = _check_output(args.output, [args.model, *files], "CSV")
+    model = _load_model(args.model)
     predictions = model.predict(files)
-    out = open(args.output, "w", newline="") if args.output else sys.stdout
-    try:
-        writer = csv.writer(out)
-        writer.writerow(["path", "prediction"])
-        writer.writerows(zip(files, predictions, strict=True))
-    finally:
-        if args.output:
-            out.close()
-    if args.output:
-        print(f"wrote {len(files)} predictions to {args.output}", file=sys.stderr)
+    rows = [["path", "prediction"], *zip(files, map(str, predictions), strict=True)]
+    if output is None:
+        csv.writer(sys.stdout).writerows(rows)
+        return
+    # surrogateescape: file names that are not valid UTF-8 are written back as they were.
+    with _atomic_output(
+        output, "w", newline="", encoding="utf-8", errors="surrogateescape"
+    ) as file:
+        csv.writer(file).writerows(rows)
+    print(f"wrote {len(files)} predictions to {args.output}", file=sys.stderr)
 
 
 def _demo(args) -> None:
@@ -368,7 +532,12 @@ def build_parser(prog: str = "sklearn-cae") -> argparse.ArgumentParser:
     )
     _add_data_options(fit)
     fit.add_argument(
-        "-o", "--output", required=True, metavar="MODEL", help="file to write, e.g. model.joblib"
+        "-o",
+        "--output",
+        required=True,
+        metavar="MODEL",
+        help="file to write, e.g. model.joblib; checked before fitting, and replaced only "
+        "once the new model is completely written",
     )
     _add_model_options(fit)
 
@@ -377,8 +546,13 @@ def build_parser(prog: str = "sklearn-cae") -> argparse.ArgumentParser:
         help="predict the class of image files with a saved model",
         description="Load a model saved by 'fit' and write one CSV row (path, prediction) per "
         "image. Folders are searched recursively for image files.",
+        epilog="Security: MODEL is a pickle (joblib) file, and loading a pickle runs code "
+        "stored in it. Only load model files you created or trust, as with any "
+        "scikit-learn model.",
     )
-    predict.add_argument("model", metavar="MODEL", help="model file written by 'fit'")
+    predict.add_argument(
+        "model", metavar="MODEL", help="model file written by 'fit' (a pickle: trusted files only)"
+    )
     predict.add_argument("images", metavar="IMAGES", nargs="+", help="image files or folders")
     predict.add_argument(
         "-o", "--output", metavar="CSV", help="CSV file to write (default: standard output)"

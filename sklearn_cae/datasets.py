@@ -59,9 +59,13 @@ def load_image_folder(
         When ``path`` is missing, has no class sub-folder, or a class has no image.
     NotADirectoryError
         When ``path`` is a file.
+    ValueError
+        When ``path`` is an empty string (which would mean the working directory).
     """
     from torchvision.datasets.folder import find_classes, make_dataset
 
+    if not os.fspath(path).strip():
+        raise ValueError("load_image_folder got an empty path; pass the root folder.")
     root = Path(path).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"Image folder {str(root)!r} does not exist.")
@@ -92,6 +96,8 @@ def _socket_timeout(seconds: float):
 
 
 def _medmnist_root(root) -> Path | None:
+    if root is not None and not os.fspath(root).strip():
+        raise ValueError("root is an empty path; pass a folder, or None for the default.")
     root = root if root is not None else os.environ.get("MEDMNIST_ROOT")
     return Path(root).expanduser() if root else None
 

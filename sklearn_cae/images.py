@@ -38,6 +38,7 @@ from __future__ import annotations
 import numbers
 import os
 import stat
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,6 +64,17 @@ INTENSITY_POLICIES = ("auto", "minmax", "dtype")
 _CHANNELS = (1, 3, 4)  # 4 = RGBA, alpha dropped
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 _DICOM_SUFFIXES = {".dcm", ".dicom"}
+# A DICOM header is parsed reading at most this many bytes; values longer than
+# _DICOM_DEFER_BYTES are skipped, not read, so real headers stay far below it.
+_DICOM_HEADER_BYTES = 1 << 20
+_DICOM_DEFER_BYTES = 4096
+_EXIF_ORIENTATION = 0x0112
+# Pillow keeps one byte of 16-bit colour samples; this raw mode keeps the other one.
+_OTHER_BYTE = {
+    ";16B": ";16L",
+    ";16L": ";16B",
+    ";16N": ";16B" if sys.byteorder == "little" else ";16L",
+}
 _NUM_WORKERS_ENV = "SKLEARN_CAE_NUM_WORKERS"
 
 
@@ -79,24 +91,36 @@ def check_image_size(image_size) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def _window(intensity) -> tuple[float, float] | None:
+    """``(low, high)`` as floats when it is a window the float32 maths can represent."""
+    if not (
+        isinstance(intensity, Sequence)
+        and not isinstance(intensity, str)
+        and len(intensity) == 2
+        and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in intensity)
+    ):
+        return None
+    low, high = float(intensity[0]), float(intensity[1])
+    # Windows are applied in float32 (on halves, so high - low cannot overflow): both
+    # ends and the span must be finite, non-zero float32 numbers, or pixels become NaN.
+    with np.errstate(over="ignore"):
+        low32, high32 = np.float32(low), np.float32(high)
+        span = high32 * np.float32(0.5) - low32 * np.float32(0.5)
+    if not (np.isfinite(low32) and np.isfinite(high32) and span >= np.finfo(np.float32).tiny):
+        return None
+    return low, high
+
+
 def check_intensity(intensity) -> str | tuple[float, float]:
     """Validate an intensity policy; return it as a policy name or a float window."""
     if isinstance(intensity, str) and intensity in INTENSITY_POLICIES:
         return intensity
-    if (
-        isinstance(intensity, Sequence)
-        and not isinstance(intensity, str)
-        and len(intensity) == 2
-        and all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
-            for v in intensity
-        )
-        and intensity[0] < intensity[1]
-    ):
-        return float(intensity[0]), float(intensity[1])
+    window = _window(intensity)
+    if window is not None:
+        return window
     raise ValueError(
         "intensity must be 'auto', 'minmax', 'dtype' or a (low, high) window with "
-        f"finite low < high, got {intensity!r}."
+        f"low < high, both finite float32 numbers (|value| < 3.4e38), got {intensity!r}."
     )
 
 
@@ -232,7 +256,12 @@ def preprocess_batch(
 
 # ---------------------------------------------------------------------- array validation
 def _describe(index: int, name: str | None) -> str:
-    return f"image {index}" + (f" ({name!r})" if name else "")
+    return f"image {index}" + (f" ({str(name)!r})" if name else "")
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message, or its type's name when it has none."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _channels_last(a: np.ndarray, *, batch: bool, where: str) -> np.ndarray:
@@ -321,48 +350,149 @@ def _pydicom():
     return pydicom
 
 
-def _dicom_header(path: str):
-    pydicom = _pydicom()
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        rows, cols = int(ds.Rows), int(ds.Columns)
-    except Exception as exc:
-        raise ValueError(f"{path!r} is not a readable DICOM image ({exc}).") from None
+class _ReadBudget:
+    """A binary file whose reads fail past ``limit`` bytes in all; seeks cost nothing.
+
+    pydicom parses element by element, so a hostile file of millions of tiny elements
+    (a zero-filled ``.dcm``: 8 bytes each) would otherwise be parsed in full, for
+    minutes. Large values are skipped (``defer_size``) and so do not count.
+    """
+
+    def __init__(self, handle, limit: int):
+        self._handle = handle
+        self._left = limit
+        self.name = handle.name
+
+    def allow(self, extra: int) -> None:
+        self._left += extra
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0 or size > self._left:
+            raise ValueError("it is implausibly long for a DICOM image (corrupt, or not DICOM?)")
+        self._left -= size
+        return self._handle.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+
+def _dcmread(handle, budget: int, **kwargs):
+    """Parse an open DICOM file within ``budget`` bytes read (big values deferred)."""
+    head = handle.read(132)
+    handle.seek(0)
+    if head[128:132] != b"DICM":
+        # No preamble: forced reading needs a data element (an even group such as
+        # 0x0002 or 0x0008) at the start; a zero-filled file has group 0.
+        group = int.from_bytes(head[:2], "little")
+        if len(head) < 8 or group % 2 or not 0x0002 <= group <= 0x7FE0:
+            raise ValueError("no DICM preamble and no DICOM data element at its start")
+    reader = _ReadBudget(handle, budget)
+    return _pydicom().dcmread(reader, force=True, defer_size=_DICOM_DEFER_BYTES, **kwargs), reader
+
+
+def _dicom_info(ds) -> tuple[int, tuple[int, int], int, str]:
+    """(samples per pixel, (rows, columns), frames, photometric interpretation)."""
+    rows, cols = int(ds.Rows), int(ds.Columns)
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    return samples, (rows, cols), frames, str(getattr(ds, "PhotometricInterpretation", ""))
+
+
+def _dicom_header(path: str):
+    _pydicom()  # a missing pydicom is an ImportError, not an unreadable file
+    try:
+        with open(path, "rb") as handle:
+            ds, _ = _dcmread(handle, _DICOM_HEADER_BYTES, stop_before_pixels=True)
+            samples, size, frames, photometric = _dicom_info(ds)
+    except Exception as exc:
+        raise ValueError(f"{path!r} is not a readable DICOM image ({_reason(exc)}).") from None
     if frames > 1:
         raise ValueError(
             f"{path!r} is a multi-frame DICOM ({frames} frames); pass 2-D images, "
             "e.g. one file per slice."
         )
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
     if samples not in (1, 3):
         raise ValueError(f"{path!r} has {samples} samples per pixel; expected 1 or 3.")
-    return samples, (rows, cols)
+    # PALETTE COLOR stores one index per pixel; its colour lookup table makes it RGB.
+    return (3 if photometric == "PALETTE COLOR" else samples), size
 
 
 def _read_dicom(path: str) -> np.ndarray:
-    pydicom = _pydicom()
     try:
-        from pydicom.pixels import apply_modality_lut
+        from pydicom.pixels import apply_color_lut, apply_modality_lut
     except ImportError:  # pydicom < 3
-        from pydicom.pixel_data_handlers.util import apply_modality_lut
+        from pydicom.pixel_data_handlers.util import apply_color_lut, apply_modality_lut
 
-    ds = pydicom.dcmread(path, force=True)
-    pixels = ds.pixel_array
-    # Rescale slope / intercept (CT: stored values -> Hounsfield units).
-    values = apply_modality_lut(pixels, ds)
+    _, size = _dicom_header(path)  # cheap checks first: a hostile file stops here
+    with open(path, "rb") as handle:
+        ds, reader = _dcmread(handle, _DICOM_HEADER_BYTES)
+        samples, _, _, photometric = _dicom_info(ds)
+        expected = size[0] * size[1] * samples * -(-int(getattr(ds, "BitsAllocated", 16)) // 8)
+        reader.allow(2 * expected + _DICOM_HEADER_BYTES)  # compressed data may be a bit larger
+        pixels = ds.pixel_array
+    if pixels.shape[:2] != size or pixels.ndim != (2 if samples == 1 else 3):
+        raise ValueError(
+            f"its pixel data has shape {pixels.shape}, but its header says {size[0]}x{size[1]} "
+            f"with {samples} sample(s) per pixel and one frame"
+        )
+    if photometric == "PALETTE COLOR":
+        values = apply_color_lut(pixels, ds)
+    else:
+        # Rescale slope / intercept (CT: stored values -> Hounsfield units).
+        values = apply_modality_lut(pixels, ds)
     if values.dtype.kind == "f":
         values = values.astype(np.float32)
-    if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
+    if photometric == "MONOCHROME1":
         # MONOCHROME1 shows low values bright; flip so that bright is high everywhere.
         values = (values.max() - values.astype(np.float64) + values.min()).astype(np.float32)
-    return values
+    return values[..., np.newaxis] if values.ndim == 2 else values
+
+
+def _is_grey_palette(img) -> bool:
+    """Whether a palette image ("P", "PA") uses grey colours only (e.g. a grey GIF)."""
+    palette = getattr(img, "palette", None)
+    if palette is None or palette.mode not in ("RGB", "RGBA"):
+        return False
+    colours = np.frombuffer(bytes(palette.palette), dtype=np.uint8)
+    colours = colours[: len(colours) // len(palette.mode) * len(palette.mode)]
+    colours = colours.reshape(-1, len(palette.mode))
+    return bool(len(colours)) and bool(
+        (colours[:, 0] == colours[:, 1]).all() and (colours[:, 1] == colours[:, 2]).all()
+    )
+
+
+def _pil_channels(img) -> int:
+    """1 (grey) or 3 (colour), as :func:`_pil_to_array` will decode ``img``."""
+    if img.mode in _GRAY_MODES or (img.mode in ("P", "PA") and _is_grey_palette(img)):
+        return 1
+    return 3
+
+
+def _orientation(img) -> int:
+    """The EXIF orientation (1 = upright); unreadable EXIF counts as upright."""
+    try:
+        return int(img.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # broken EXIF must not make the pixels unreadable
+        return 1
+
+
+def _pil_size(img) -> tuple[int, int]:
+    """(H, W) as displayed: EXIF orientations 5-8 swap width and height."""
+    swapped = _orientation(img) in (5, 6, 7, 8)
+    return (img.width, img.height) if swapped else (img.height, img.width)
 
 
 def _pil_to_array(img) -> np.ndarray:
-    """A PIL image as a channels-last array: 1 (grey) or 3 (colour) channels."""
+    """A PIL image, upright as viewers show it, as a channels-last array of 1 or 3 channels."""
+    from PIL import ImageOps
+
+    if _orientation(img) != 1:
+        img = ImageOps.exif_transpose(img)  # camera and phone photos store rotated pixels
     mode = img.mode
-    if mode in ("1", "LA", "La"):
+    if mode in ("1", "LA", "La") or (mode in ("P", "PA") and _is_grey_palette(img)):
         img = img.convert("L")
     elif mode in ("P", "PA"):
         img = img.convert("RGBA")
@@ -374,13 +504,43 @@ def _pil_to_array(img) -> np.ndarray:
     return array[..., :3].astype(array.dtype.newbyteorder("="), copy=False)
 
 
+def _wide_rawmode(img) -> str | None:
+    """The raw mode of a 16-bit-per-sample colour file, which Pillow cuts to 8 bits."""
+    if img.mode not in ("RGB", "RGBA") or not img.tile:
+        return None
+    rawmodes = {_tile_rawmode(tile) for tile in img.tile}
+    rawmode = rawmodes.pop() if len(rawmodes) == 1 else None
+    if isinstance(rawmode, str) and rawmode.startswith("RGB") and rawmode[-4:] in _OTHER_BYTE:
+        return rawmode
+    return None
+
+
+def _tile_rawmode(tile):
+    return tile.args if isinstance(tile.args, str) else (tile.args or (None,))[0]
+
+
+def _other_bytes(path: str, rawmode: str) -> np.ndarray:
+    """Decode again with the opposite byte order: Pillow then keeps the low bytes."""
+    from PIL import Image
+
+    swapped = rawmode[:-4] + _OTHER_BYTE[rawmode[-4:]]
+    with Image.open(path) as img:
+        img.tile = [
+            tile._replace(args=swapped if isinstance(tile.args, str) else (swapped, *tile.args[1:]))
+            for tile in img.tile
+        ]
+        return _pil_to_array(img)
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode one image file to a channels-last array of its own dtype.
 
-    Pillow reads PNG, JPEG, BMP, TIFF (8 and 16-bit grey, 8-bit colour) and the other
-    formats it knows (first frame only); DICOM files (``.dcm``/``.dicom`` or the
-    ``DICM`` magic) are read with pydicom, applying the modality rescale (slope /
-    intercept), and MONOCHROME1 images are flipped so that bright is high.
+    Pillow reads PNG, JPEG, BMP, TIFF (8 and 16-bit, grey and colour) and the other
+    formats it knows (first frame only), turned upright by their EXIF orientation;
+    palette images with grey colours only (e.g. grey GIFs) are grey. DICOM files
+    (``.dcm``/``.dicom`` or the ``DICM`` magic) are read with pydicom, applying the
+    modality rescale (slope / intercept) or, for ``PALETTE COLOR``, the colour lookup
+    table; MONOCHROME1 images are flipped so that bright is high.
 
     Returns
     -------
@@ -393,12 +553,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not _has_dicom_suffix(path):
         try:
             with Image.open(path) as img:
-                return _pil_to_array(img)
+                rawmode = _wide_rawmode(img)
+                array = _pil_to_array(img)
         except UnidentifiedImageError:
             if not _has_dicom_magic(path):
                 raise
-    array = _read_dicom(path)
-    return array[..., np.newaxis] if array.ndim == 2 else array
+        else:
+            if rawmode is None:
+                return array
+            # Pillow keeps the high byte of each 16-bit sample; add the low byte back.
+            low = _other_bytes(path, rawmode)
+            return (array.astype(np.uint16) << 8) | low.astype(np.uint16)
+    return _read_dicom(path)
 
 
 def _header(path: str) -> tuple[int, tuple[int, int]]:
@@ -409,11 +575,13 @@ def _header(path: str) -> tuple[int, tuple[int, int]]:
         return _dicom_header(path)
     try:
         with Image.open(path) as img:
-            return (1 if img.mode in _GRAY_MODES else 3), (img.height, img.width)
+            return _pil_channels(img), _pil_size(img)
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         if _has_dicom_magic(path):
             return _dicom_header(path)
-        raise ValueError(f"{path!r} is not an image file Pillow can read ({exc}).") from None
+        raise ValueError(
+            f"{path!r} is not an image file Pillow can read ({_reason(exc)})."
+        ) from None
 
 
 # ------------------------------------------------------------------------------ sources
@@ -423,23 +591,31 @@ class _Failure:
 
     error: type
     message: str
+    index: int
+    name: str | None
+
+    def exception(self) -> BaseException:
+        """The error to raise; ``image_index`` / ``image_path`` say which image failed."""
+        exc = self.error(self.message)
+        exc.image_index, exc.image_path = self.index, self.name
+        return exc
 
 
 class _LazyImages(torch.utils.data.Dataset):
     """Decode, check and scale one item per ``__getitem__`` (runs in worker processes)."""
 
-    def __init__(self, items, kind, names, image_size, intensity, with_raw):
+    def __init__(self, items, kind, names, image_size, intensity, with_raw, n_channels):
         self.items, self.kind, self.names = items, kind, names
         self.image_size, self.intensity, self.with_raw = image_size, intensity, with_raw
+        self.n_channels = n_channels
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def _load(self, i: int) -> np.ndarray:
+    def _load(self, i: int, where: str) -> np.ndarray:
         item = self.items[i]
         if self.kind == "arrays":
             return item
-        where = _describe(i, self.names[i] if self.names else None)
         try:
             if self.kind == "files":
                 if not os.path.isfile(item):
@@ -447,24 +623,35 @@ class _LazyImages(torch.utils.data.Dataset):
                 image = read_image(item)
             else:
                 image = _pil_to_array(item)
-        except (FileNotFoundError, ImportError, ValueError, TypeError):
+        except (FileNotFoundError, ImportError):
             raise
-        except Exception as exc:  # truncated / corrupt data: Pillow raises OSError & co.
-            raise ValueError(f"Cannot decode {where}: {exc}") from None
+        except Exception as exc:  # corrupt data: Pillow and pydicom raise many types
+            raise ValueError(f"Cannot decode {where}: {_reason(exc)}") from None
         _check_pixel_dtype(image.dtype, where)
-        if 0 in image.shape[:2]:
-            raise ValueError(f"{where} is zero-sized (shape {image.shape}).")
+        if image.ndim != 3 or image.shape[-1] != self.n_channels or 0 in image.shape[:2]:
+            # The header said otherwise: the file changed after it was checked.
+            raise ValueError(
+                f"{where} decoded to shape {image.shape}, but {self.n_channels}-channel "
+                "non-empty images were expected from its header (did the file change?)."
+            )
         return image
 
     def __getitem__(self, i: int):
+        name = self.names[i] if self.names else None
+        where = _describe(i, name)
         try:
-            image = self._load(i)
+            image = self._load(i, where)
             _check_finite(image[np.newaxis], offset=i, names=self.names)
             if self.intensity == "dtype":
                 _check_unit_range(image[np.newaxis], offset=i, names=self.names)
             unit = _to_unit(image[np.newaxis], self.intensity, self.image_size, "cpu")[0]
-        except (FileNotFoundError, ImportError, ValueError, TypeError) as exc:
-            return _Failure(type(exc), str(exc))
+        except Exception as exc:  # every failure is reported, naming its image
+            kept = FileNotFoundError | ImportError | TypeError
+            error = type(exc) if isinstance(exc, kept) else ValueError
+            message = _reason(exc)
+            if where not in message:  # torch and library errors do not know the file
+                message = f"Cannot decode {where}: {message}"
+            return _Failure(error, message, i, name)
         return unit, (image if self.with_raw else None)
 
 
@@ -560,7 +747,9 @@ class ImageSource:
         if self.kind == "array":
             yield from self._array_batches(batch_size, image_size, intensity, device, with_raw)
             return
-        dataset = _LazyImages(self.items, self.kind, self.names, image_size, intensity, with_raw)
+        dataset = _LazyImages(
+            self.items, self.kind, self.names, image_size, intensity, with_raw, self.n_channels
+        )
         n_batches = -(-len(self) // batch_size)
         workers = (
             (self.num_workers if self.num_workers is not None else _default_num_workers(n_batches))
@@ -577,7 +766,7 @@ class ImageSource:
         )
         for batch in loader:
             if isinstance(batch, _Failure):
-                raise batch.error(batch.message)
+                raise batch.exception()
             units, raws = batch
             yield (raws if with_raw else None), units.to(device, non_blocking=True)
 
@@ -688,8 +877,8 @@ def _probe(index: int, path: str) -> tuple[int, tuple[int, int]]:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise FileNotFoundError(f"No such image file: {where}.") from None
-    except OSError as exc:
-        raise ValueError(f"Cannot read {where}: {exc}") from None
+    except (OSError, ValueError) as exc:  # e.g. too long, a file as a folder, a NUL byte
+        raise ValueError(f"Cannot read {where}: {_reason(exc)}") from None
     if stat.S_ISDIR(mode):
         raise ValueError(
             f"{where} is a directory, not an image file. For a folder of class "
@@ -699,10 +888,13 @@ def _probe(index: int, path: str) -> tuple[int, tuple[int, int]]:
         raise ValueError(f"{where} is not a regular file.")
     try:
         channels, size = _header(path)
-    except ValueError as exc:
-        raise ValueError(f"Image {index}: {exc}") from None
-    except OSError as exc:  # unreadable (permissions, I/O errors)
-        raise ValueError(f"Cannot read {where}: {exc}") from None
+    except ImportError:
+        raise
+    except Exception as exc:  # permissions, I/O errors, whatever a hostile header raises
+        message = _reason(exc)
+        if repr(path) not in message:  # Pillow's and the OS's messages lack the path
+            message = f"cannot read {path!r}: {message}"
+        raise ValueError(f"Image {index}: {message}") from None
     if 0 in size:
         raise ValueError(f"{where} is zero-sized ({size[0]}x{size[1]}).")
     return channels, size
@@ -720,8 +912,8 @@ def _file_source(paths: list, num_workers) -> ImageSource:
 
 
 def _pil_source(images: list) -> ImageSource:
-    channels = [1 if img.mode in _GRAY_MODES else 3 for img in images]
-    sizes = [(img.height, img.width) for img in images]
+    channels = [_pil_channels(img) for img in images]
+    sizes = [_pil_size(img) for img in images]
     for i, size in enumerate(sizes):
         if 0 in size:
             raise ValueError(f"image {i} is zero-sized ({size[0]}x{size[1]}).")
