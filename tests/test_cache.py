@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from pathlib import Path
 
@@ -14,7 +15,13 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
-from sklearn_cae.cache import FeatureCache, check_cache, image_digests, model_digest
+from sklearn_cae.cache import (
+    CacheWriteWarning,
+    FeatureCache,
+    check_cache,
+    image_digests,
+    model_digest,
+)
 
 from .conftest import FAST, FAST_CAE
 
@@ -46,6 +53,86 @@ def test_check_cache_follows_sklearn_memory_convention(tmp_path):
 def test_bad_cache_fails_in_fit(images):
     with pytest.raises(ValueError, match="cache must be"):
         BackboneFeaturizer(cache=1.5, **FAST).fit(images)
+
+
+def test_cache_path_with_tilde_is_expanded(images, tmp_path, monkeypatch):
+    """cache="~/.cache/sklearn_cae", the docs' example, made a literal ./~ folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert check_cache("~/.cache/sklearn_cae").root == (
+        tmp_path / "home" / ".cache" / "sklearn_cae" / "sklearn_cae_features"
+    )
+    BackboneFeaturizer(cache="~/.cache/sklearn_cae", **FAST).fit_transform(images[:4])
+    assert not list(work.iterdir())
+    assert len(_entries(tmp_path / "home" / ".cache" / "sklearn_cae")) == 4
+
+
+def _regular_file(tmp_path):
+    path = tmp_path / "cache.txt"
+    path.write_text("not a folder")
+    return str(path), "exists and is not a folder"
+
+
+def _under_a_file(tmp_path):
+    return _regular_file(tmp_path)[0] + "/cache", "cannot be used as a folder"
+
+
+def _store_is_a_file(tmp_path):
+    (tmp_path / "sklearn_cae_features").write_text("not a folder")
+    return tmp_path, "sklearn_cae_features' exists and is not a folder"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda tmp_path: ("", "not a folder path"),
+        lambda tmp_path: ("   ", "not a folder path"),
+        _regular_file,
+        _under_a_file,
+        _store_is_a_file,
+        lambda tmp_path: (joblib.Memory(tmp_path / "cache.txt", verbose=0), "not a folder"),
+    ],
+    ids=["empty", "blank", "a file", "under a file", "store is a file", "Memory on a file"],
+)
+@pytest.mark.parametrize("cls", [BackboneFeaturizer, CAETransferFeaturizer])
+@pytest.mark.filterwarnings("ignore:Unable to write:UserWarning")  # joblib.Memory's own
+def test_cache_paths_that_cannot_be_folders_fail_at_fit(cls, make, images, tmp_path, monkeypatch):
+    """cache="" cached into the working directory; a file was accepted at fit."""
+    monkeypatch.chdir(tmp_path)
+    _regular_file(tmp_path)
+    cache, match = make(tmp_path)
+    feat = cls(cache=cache, **(FAST_CAE if cls is CAETransferFeaturizer else FAST))
+    with pytest.raises(ValueError, match=match):
+        feat.fit(images[:4])
+    assert not hasattr(feat, "n_input_channels_")
+    assert sorted(p.name for p in tmp_path.iterdir()) in (
+        ["cache.txt"],
+        ["cache.txt", "sklearn_cae_features"],
+    )
+
+
+def test_unwritable_cache_folder_still_fits_the_cae(images, tmp_path, monkeypatch):
+    """A read-only, fully populated cache could not be used to fit the CAE."""
+    expected = CAETransferFeaturizer(cache=tmp_path, **FAST_CAE).fit_transform(images)
+    real_temporary_file, real_mkstemp = tempfile.TemporaryFile, tempfile.mkstemp
+
+    def refuse_in_cache(make):
+        def make_file(*args, dir=None, **kwargs):
+            if dir is not None and Path(tmp_path) in Path(dir).parents:
+                raise PermissionError(13, "Permission denied", str(dir))
+            return make(*args, dir=dir, **kwargs)
+
+        return make_file
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse_in_cache(real_temporary_file))
+    monkeypatch.setattr(tempfile, "mkstemp", refuse_in_cache(real_mkstemp))
+    feat = CAETransferFeaturizer(cache=tmp_path, **FAST_CAE)
+    np.testing.assert_allclose(feat.fit_transform(images), expected, atol=1e-6)
+    more = np.random.default_rng(5).integers(0, 256, size=(3, 28, 28), dtype=np.uint8)
+    with pytest.warns(CacheWriteWarning, match="Cannot write to the feature cache"):
+        feat.transform(more)  # new images cannot be stored: a warning, not a failure
 
 
 def test_features_identical_with_and_without_cache(images, tmp_path):
@@ -195,11 +282,11 @@ def test_concurrent_writers_never_expose_partial_entries(tmp_path):
 
 
 def test_training_maps_are_memory_mapped(images, tmp_path):
-    maps = CAETransferFeaturizer(cache=tmp_path, **FAST_CAE)._fit(images)
+    maps = CAETransferFeaturizer(cache=tmp_path, **FAST_CAE)._fit(images, None)
     assert all(isinstance(m, np.memmap) for m in maps)
     # The backing file is anonymous: nothing is left in the cache folder.
     assert not any((tmp_path / "sklearn_cae_features" / "tmp").iterdir())
-    maps = CAETransferFeaturizer(**FAST_CAE)._fit(images)
+    maps = CAETransferFeaturizer(**FAST_CAE)._fit(images, None)
     assert not any(isinstance(m, np.memmap) for m in maps)
 
 
