@@ -67,6 +67,17 @@ def test_load_image_folder_errors(tmp_path):
         load_image_folder(tmp_path)
 
 
+def test_empty_paths_are_refused(tmp_path, monkeypatch):
+    """ "" meant the working directory: the wrong folder, silently."""
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a" / "x.png")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="empty path"):
+        load_image_folder("")
+    with pytest.raises(ValueError, match="root is an empty path"):
+        load_medmnist("breastmnist", root="")
+
+
 def test_load_medmnist_reads_a_local_root(medmnist_root):
     X, y = load_medmnist("BreastMNIST", split="val", root=medmnist_root)
     assert X.shape == (78, 28, 28) and X.dtype == np.uint8

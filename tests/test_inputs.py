@@ -300,3 +300,117 @@ def test_cae_featurizer_fits_and_transforms_file_paths(tmp_path, gray):
     assert from_paths.shape == (5, len(feat.get_feature_names_out()))
     restored = pickle.loads(pickle.dumps(feat))
     np.testing.assert_allclose(restored.transform(paths), from_paths, atol=1e-6)
+
+
+# ------------------------------------------------------ colour depth, EXIF, palettes
+def _png16(path: Path, image: np.ndarray) -> str:
+    """A 16-bit RGB PNG (Pillow cannot write one); rows cycle through all five filters."""
+    import struct
+    import zlib
+
+    h, w, c = image.shape
+    raw = image.astype(">u2").view(np.uint8).reshape(h, w * c * 2).astype(np.int64)
+    bpp, rows, prev = 2 * c, [], np.zeros(w * c * 2, np.int64)
+    for y in range(h):
+        kind, cur = y % 5, raw[y]
+        left = np.concatenate([np.zeros(bpp, np.int64), cur[:-bpp]])
+        upleft = np.concatenate([np.zeros(bpp, np.int64), prev[:-bpp]])
+        p = left + prev - upleft
+        pa, pb, pc = abs(p - left), abs(p - prev), abs(p - upleft)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, upleft))
+        predictor = [0, left, prev, (left + prev) // 2, paeth][kind]
+        rows.append(bytes([kind]) + ((cur - predictor) % 256).astype(np.uint8).tobytes())
+        prev = cur
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
+    Path(path).write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+        + chunk(b"IEND", b"")
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["png-rgb", "png-rgba", "tiff", "tiff-deflate"])
+def test_sixteen_bit_colour_files_keep_sixteen_bits(kind, tmp_path):
+    """16-bit colour was cut to its high byte: 12-bit data became 16 grey levels."""
+    rng = np.random.default_rng(6)
+    channels = 4 if kind == "png-rgba" else 3
+    wide = rng.integers(0, 65536, size=(13, 11, channels)).astype(np.uint16)
+    if kind.startswith("png"):
+        path = _png16(tmp_path / "x.png", wide)
+    else:
+        tifffile = pytest.importorskip("tifffile")
+        path = str(tmp_path / "x.tif")
+        compression = "zlib" if kind == "tiff-deflate" else None
+        tifffile.imwrite(path, wide, photometric="rgb", compression=compression)
+    decoded = read_image(path)
+    assert decoded.dtype == np.uint16
+    np.testing.assert_array_equal(decoded, wide[..., :3])
+    assert as_image_source([path]).shape == (1, 13, 11, 3)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_is_applied(orientation, tmp_path):
+    rng = np.random.default_rng(7)
+    stored = rng.integers(0, 256, size=(6, 10), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    upright = {3: np.rot90(stored, 2), 6: np.rot90(stored, -1), 8: np.rot90(stored, 1)}
+    np.testing.assert_array_equal(read_image(path)[..., 0], upright[orientation])
+    height, width = upright[orientation].shape
+    assert as_image_source([str(path)]).shape == (1, height, width, 1)
+    with Image.open(path) as image:
+        assert as_image_source([image]).shape == (1, height, width, 1)
+
+
+def test_grey_palette_images_are_grey(tmp_path):
+    """A grey (animated) GIF counted as colour, so it could not join grey images."""
+    frames = [Image.fromarray(np.full((8, 8), 40 * i, np.uint8)) for i in range(3)]
+    frames[1].putpixel((2, 3), 200)
+    animated, single = tmp_path / "anim.gif", tmp_path / "one.gif"
+    frames[1].save(animated, save_all=True, append_images=[frames[0], frames[2]])
+    frames[1].save(single)
+    paths = [str(animated), str(single), *_save([np.zeros((8, 8), np.uint8)], tmp_path / "png")]
+    assert as_image_source(paths).n_channels == 1
+    decoded = read_image(animated)
+    assert decoded.shape == (8, 8, 1)
+    np.testing.assert_array_equal(decoded[..., 0], np.asarray(frames[1]))
+    with Image.open(single) as image:
+        assert as_image_source([image]).n_channels == 1
+    colour = tmp_path / "colour.gif"
+    Image.fromarray(np.dstack([np.full((8, 8), v, np.uint8) for v in (10, 200, 90)])).save(colour)
+    assert as_image_source([str(colour)]).n_channels == 3
+
+
+def test_palette_colour_dicom_goes_through_its_lookup_table(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    rng = np.random.default_rng(8)
+    indices = rng.integers(0, 4, size=(5, 6)).astype(np.uint8)
+    lut = rng.integers(0, 65536, size=(3, 4)).astype(np.uint16)  # red, green, blue
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 5, 6, 1
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    for colour, table in zip(("Red", "Green", "Blue"), lut, strict=True):
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [4, 0, 16])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", table.tobytes())
+    ds.PixelData = indices.tobytes()
+    path = tmp_path / "palette.dcm"
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    assert as_image_source([str(path)]).n_channels == 3
+    np.testing.assert_array_equal(read_image(path), lut.T[indices])
