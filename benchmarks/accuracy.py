@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer, available_layers  # noqa: E402
 from sklearn_cae._device import resolve_device  # noqa: E402
 from sklearn_cae.backbones import load_backbone  # noqa: E402
+from sklearn_cae.cae import MapViews  # noqa: E402
 from sklearn_cae.datasets import load_medmnist  # noqa: E402
 from sklearn_cae.images import preprocess_batch  # noqa: E402
 from sklearn_cae.pooling import pool  # noqa: E402
@@ -334,7 +335,7 @@ def train_codes(maps: np.ndarray, fit_index, seed: int, args, params: dict) -> t
         params["max_epochs"] = 2
     feat = CAETransferFeaturizer(device=args.device, random_state=seed, **params)
     device = resolve_device(args.device)
-    net = feat._train_cae(maps[fit_index], seed, device)
+    net = feat._train_cae(MapViews(maps[fit_index]), seed, device)
     with torch.inference_mode():
         codes = [
             net.module_.encode(torch.from_numpy(maps[s : s + 512]).to(device)).cpu()

@@ -12,13 +12,14 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch.callbacks import EarlyStopping
+from skorch.callbacks import EarlyStopping, LRScheduler
 from skorch.dataset import ValidSplit
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._device import autocast, resolve_device
+from ._device import autocast, cpu_threads_for, resolve_device
 from .backbones import (
     DEFAULT_BACKBONE,
     available_layers,
@@ -27,7 +28,8 @@ from .backbones import (
     truncate,
 )
 from .cache import check_cache, image_digests, model_digest
-from .cae import AutoEncoderNet, ConvAutoEncoder
+from .cae import UNLABELLED, AutoEncoderNet, ConvAutoEncoder, MapViews
+from .corruptions import corrupt
 from .images import (
     ImageSource,
     as_image_source,
@@ -144,8 +146,9 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         backbone = (
             copy.deepcopy(self.backbone) if isinstance(self.backbone, nn.Module) else self.backbone
         )
-        layers = _as_layer_list(self.layer, backbone)
         spec = load_backbone(backbone, self.weights)
+        # Layers of the loaded model: an hf-hub config may only be found next to weights.
+        layers = _as_layer_list(self.layer, backbone if self.layer is None else spec.model)
         # NHWC weights match the channels_last input batches (about 2x faster on CPU).
         module = truncate(spec, layers).to(device, memory_format=torch.channels_last)
         size = check_image_size(self.image_size)
@@ -168,9 +171,18 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         }
 
     def _iter_batches(
-        self, images: ImageSource, fitted: dict, device: torch.device, *, with_raw: bool = False
+        self,
+        images: ImageSource,
+        fitted: dict,
+        device: torch.device,
+        *,
+        with_raw: bool = False,
+        alter=None,
     ) -> Iterator[tuple[object, torch.Tensor]]:
         """Yield ``(raw, batch)`` per batch of ``self.batch_size`` images, in order.
+
+        ``alter``, when given, maps each batch of images in [0, 1] to another (e.g.
+        :func:`~sklearn_cae.corruptions.corrupt`) before the backbone's normalisation.
 
         ``raw`` is None unless ``with_raw``; then it holds the batch's decoded images
         before intensity scaling and resizing: an ndarray (b, H, W, C) for array input,
@@ -191,17 +203,20 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         for raw, unit in tqdm(
             batches, total=total, desc="backbone", unit="batch", disable=not self.verbose
         ):
+            if alter is not None:
+                unit = alter(unit)
             yield raw, normalize_batch(unit, fitted["input_mean_"], fitted["input_std_"])
 
     def _iter_maps(
-        self, images: ImageSource, fitted: dict, device: torch.device
+        self, images: ImageSource, fitted: dict, device: torch.device, *, alter=None
     ) -> Iterator[list[torch.Tensor]]:
         """Yield the tapped maps (float32, on ``device``) batch by batch.
 
-        ``fitted`` holds the fitted backbone attributes (``vars(self)`` once fitted).
+        ``fitted`` holds the fitted backbone attributes (``vars(self)`` once fitted);
+        ``alter`` is passed to :meth:`_iter_batches`.
         """
         backbone = fitted["backbone_"].to(device)
-        for _, batch in self._iter_batches(images, fitted, device):
+        for _, batch in self._iter_batches(images, fitted, device, alter=alter):
             with torch.inference_mode(), autocast(device):
                 maps = backbone(batch)
             yield [m.float() for m in maps]
@@ -301,8 +316,10 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
     ----------
     backbone : str or torch.nn.Module, default="efficientnet_lite0"
         Backbone name (see :mod:`sklearn_cae.backbones`) or a module of your own.
-    weights : {"DEFAULT"}, None or path, default="DEFAULT"
-        ImageNet weights, random initialisation, or a local state-dict file.
+    weights : {"DEFAULT"}, None, path or str, default="DEFAULT"
+        ImageNet weights, random initialisation, or a local state-dict file (loaded by
+        tensor name: a checkpoint without its head works); for torchvision backbones
+        also a weights name such as ``"IMAGENET1K_V1"``. See :doc:`backbones`.
     layer : str, list of str or None, default=None
         Layer(s) to tap, from :func:`~sklearn_cae.available_layers`; None picks a
         stride-16 layer of the backbone. Several layers give concatenated features.
@@ -456,8 +473,10 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
     ----------
     backbone : str or torch.nn.Module, default="efficientnet_lite0"
         Backbone name (see :mod:`sklearn_cae.backbones`) or a module of your own.
-    weights : {"DEFAULT"}, None or path, default="DEFAULT"
-        ImageNet weights, random initialisation, or a local state-dict file.
+    weights : {"DEFAULT"}, None, path or str, default="DEFAULT"
+        ImageNet weights, random initialisation, or a local state-dict file (loaded by
+        tensor name: a checkpoint without its head works); for torchvision backbones
+        also a weights name such as ``"IMAGENET1K_V1"``. See :doc:`backbones`.
     layer : str, list of str or None, default=None
         Layer(s) to tap, from :func:`~sklearn_cae.available_layers`; None picks a
         stride-16 layer. With several layers, one CAE is trained per layer and the
@@ -474,6 +493,21 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         added to the reconstruction loss: a sparse CAE, whose code describes each
         position with few active channels (about a quarter of them by default), so
         that its average pooling is a histogram-like summary. 0 disables it.
+    corrupted_views : int, default=0
+        Denoising with realistic corruptions: the number of corrupted copies of each
+        training image (contrast, gamma, brightness, blur, noise, bias field; see
+        :mod:`sklearn_cae.corruptions`) whose backbone maps the CAE learns to map
+        back to the clean image's maps. Each epoch shows every image once, through
+        its clean maps or one of its corrupted copies. Each view costs one more
+        backbone pass over the training images; 0 trains on the clean maps alone.
+    supervision : float, default=0.0
+        Semi-supervised training, in :mod:`sklearn.semi_supervised`'s convention:
+        the weight of a classification loss (class-balanced cross-entropy of a linear
+        head on the average-pooled code) on the labelled images, added to the
+        reconstruction loss of all images. ``fit(X, y)`` then needs ``y``, with
+        ``-1`` marking unlabelled images. 0 (the paper's unsupervised CAE) ignores
+        ``y``. Inside a ``Pipeline``, ``GridSearchCV`` or ``cross_validate`` only the
+        training fold's labels are seen.
     pooling : {"avg", "max", "avgmax", "spp"}, default="avg"
         How each code map (and each backbone map, see ``include_backbone``) is
         pooled into a vector.
@@ -490,19 +524,21 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         in [0, 1] and min-max scales anything else per image; ``minmax`` scales every
         image to its own range; ``dtype`` by the integer type's full range; a
         ``(low, high)`` window clips to it (a CT window). See docs/inputs.md.
-    max_epochs : int, default=30
-        Maximum CAE training epochs.
-    lr : float, default=1e-3
-        Learning rate of the CAE optimizer (Adam).
+    max_epochs : int, default=15
+        CAE training epochs; the learning rate follows a cosine schedule from ``lr``
+        to 0 over them.
+    lr : float, default=3e-3
+        Peak learning rate of the CAE optimizer (Adam).
     batch_size : int, default=64
         Images per backbone forward pass and per CAE training batch.
-    patience : int or None, default=5
+    patience : int or None, default=None
         Early stopping: stop after this many epochs without improvement of the
-        reconstruction loss on the held-out maps, and keep the best weights.
-        None trains for ``max_epochs``.
-    validation_fraction : float, default=0.1
-        Fraction of the training maps held out for early stopping. Ignored (no
-        hold-out) when it would leave fewer than 2 maps on either side.
+        reconstruction loss on the held-out maps (see ``validation_fraction``), and
+        keep the best weights. None trains for ``max_epochs``.
+    validation_fraction : float, default=0.0
+        Fraction of the training maps held out to report a validation loss (and for
+        early stopping). 0, or a fraction that would leave fewer than 2 maps on
+        either side, holds nothing out.
     callbacks : list of skorch callbacks or None, default=None
         Extra skorch callbacks for the CAE training (e.g. checkpointing).
     cae_params : dict or None, default=None
@@ -564,16 +600,18 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         bottleneck: int = 256,
         noise: float = 0.0,
         sparsity: float = 0.1,
+        corrupted_views: int = 0,
+        supervision: float = 0.0,
         pooling: str = "avg",
         include_backbone: bool = True,
         image_size: int | tuple[int, int] = 128,
         image_shape: tuple[int, ...] | None = None,
         intensity="auto",
-        max_epochs: int = 30,
-        lr: float = 1e-3,
+        max_epochs: int = 15,
+        lr: float = 3e-3,
         batch_size: int = 64,
-        patience: int | None = 5,
-        validation_fraction: float = 0.1,
+        patience: int | None = None,
+        validation_fraction: float = 0.0,
         callbacks: list | None = None,
         cae_params: dict | None = None,
         device: str = "auto",
@@ -588,6 +626,8 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         self.bottleneck = bottleneck
         self.noise = noise
         self.sparsity = sparsity
+        self.corrupted_views = corrupted_views
+        self.supervision = supervision
         self.pooling = pooling
         self.include_backbone = include_backbone
         self.image_size = image_size
@@ -617,6 +657,11 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
             raise ValueError(f"noise must be in [0, 1), got {self.noise!r}.")
         if not isinstance(self.sparsity, numbers.Real) or not 0 <= self.sparsity < np.inf:
             raise ValueError(f"sparsity must be a non-negative float, got {self.sparsity!r}.")
+        if not isinstance(self.supervision, numbers.Real) or not 0 <= self.supervision < np.inf:
+            raise ValueError(f"supervision must be a non-negative float, got {self.supervision!r}.")
+        views = self.corrupted_views
+        if not isinstance(views, numbers.Integral) or isinstance(views, bool) or views < 0:
+            raise ValueError(f"corrupted_views must be a non-negative int, got {views!r}.")
         if not isinstance(self.include_backbone, bool | np.bool_):
             raise TypeError(f"include_backbone must be a bool, got {self.include_backbone!r}.")
         _check_positive_int(self.max_epochs, "max_epochs")
@@ -632,37 +677,38 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
 
     # --------------------------------------------------------------------- fit
     def fit(self, X, y=None):
-        """Train the auto-encoder(s) on the backbone maps of ``X``, without labels.
+        """Train the auto-encoder(s) on the backbone maps of ``X``.
 
         Parameters
         ----------
         X : array-like of images
             See :func:`sklearn_cae.images.as_image_source` and docs/inputs.md.
             Unlabelled images are fine.
-        y : None
-            Ignored; the representation is learnt without labels.
+        y : array-like of shape (n_samples,) or None, default=None
+            Ignored unless ``supervision > 0``; then class labels, ``-1`` for
+            unlabelled images.
 
         Returns
         -------
         self : CAETransferFeaturizer
         """
-        self._fit(X)
+        self._fit(X, y)
         return self
 
-    def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
+    def fit_transform(self, X, y=None) -> np.ndarray:
         """Fit, then encode ``X`` from the maps already computed (one backbone pass).
 
         Parameters
         ----------
         X : array-like of images
-        y : None
-            Ignored.
+        y : array-like of shape (n_samples,) or None, default=None
+            See :meth:`fit`.
 
         Returns
         -------
         ndarray of shape (n_samples, n_features_out), float32
         """
-        maps = self._fit(X)
+        maps = self._fit(X, y)
         device = resolve_device(self.device)
         codes = []
         for start in range(0, len(maps[0]), self.batch_size):
@@ -673,18 +719,21 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
             codes.append(self._encode_standardized(batch))
         return torch.cat(codes).numpy()
 
-    def _fit(self, X) -> list[np.ndarray]:
+    def _fit(self, X, y) -> list[np.ndarray]:
         """Fit and return the standardised float16 training maps of each layer."""
         with self._fitting():
             self._check_common_params()
             self._check_cae_params()
+            seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             images = self._check_images(X, reset=True)
+            labels = self._encode_labels(y, len(images)) if self.supervision else None
             fitted = self._fit_backbone(images)
             device = resolve_device(self.device)
             maps, means, stds = self._collect_maps(images, fitted, device)
-            seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+            corrupted = self._collect_corrupted_maps(images, fitted, device, means, stds, seed)
             nets = [
-                self._train_cae(layer_maps, seed + i, device) for i, layer_maps in enumerate(maps)
+                self._train_cae(MapViews(clean, views, labels), seed + i, device)
+                for i, (clean, views) in enumerate(zip(maps, corrupted, strict=True))
             ]
         fitted.update(
             map_mean_=[m.cpu().numpy() for m in means],
@@ -702,14 +751,8 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         folder, so memory stays flat as the number of images grows.
         """
         n = len(images)
-        cache = check_cache(self.cache)
         shapes = fitted["map_shapes_"]
-        stored: list[np.ndarray] = [
-            cache.temporary_array((n, *shape))
-            if cache is not None
-            else np.empty((n, *shape), dtype=np.float16)
-            for shape in shapes
-        ]
+        stored = [self._map_array((n, *shape)) for shape in shapes]
         sums = [torch.zeros(shape[0], dtype=torch.float64, device=device) for shape in shapes]
         squares = [torch.zeros_like(s) for s in sums]
         start = 0
@@ -737,10 +780,72 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
                 layer_maps[begin : begin + self.batch_size] = standardized.half().cpu().numpy()
         return stored, means, stds
 
-    def _make_net(self, in_channels: int, n_samples: int, seed: int, device) -> AutoEncoderNet:
+    def _map_array(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A float16 array for training maps: memory-mapped in the cache folder if any."""
+        cache = check_cache(self.cache)
+        if cache is not None:
+            return cache.temporary_array(shape)
+        return np.empty(shape, dtype=np.float16)
+
+    def _collect_corrupted_maps(self, images, fitted, device, means, stds, seed):
+        """Standardised float16 maps of ``corrupted_views`` corrupted copies of the images.
+
+        Returns one list of views per tapped layer (empty lists without views). The
+        corruptions are drawn from a generator seeded with ``seed``; the maps are
+        standardised with the clean maps' statistics, as the CAE's input will be.
+        """
+        shapes = fitted["map_shapes_"]
+        views = [
+            [self._map_array((len(images), *shape)) for _ in range(self.corrupted_views)]
+            for shape in shapes
+        ]
+        generator = torch.Generator().manual_seed(seed)
+        for view in range(self.corrupted_views):
+            start = 0
+            for batch_maps in self._iter_maps(
+                images, fitted, device, alter=lambda unit: corrupt(unit, generator)
+            ):
+                stop = start + len(batch_maps[0])
+                for i, layer_maps in enumerate(batch_maps):
+                    standardized = _standardize(layer_maps.half().float(), means[i], stds[i])
+                    views[i][view][start:stop] = standardized.half().cpu().numpy()
+                start = stop
+        return views
+
+    def _encode_labels(self, y, n_samples: int) -> np.ndarray:
+        """Class indices of ``y`` for the CAE's classification loss, -1 where unlabelled."""
+        if y is None:
+            raise ValueError(
+                f"supervision={self.supervision!r} needs labels: call fit(X, y) with y = -1 "
+                "for unlabelled images, or set supervision=0 for the unsupervised CAE."
+            )
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != n_samples:
+            raise ValueError(
+                f"y must be a 1-D array of {n_samples} labels (one per image), got shape {y.shape}."
+            )
+        unlabelled = (y == UNLABELLED) if y.dtype.kind in "iuf" else np.zeros(len(y), bool)
+        known = y[~unlabelled]
+        target_type = type_of_target(known) if len(known) else "unknown"
+        if target_type not in ("binary", "multiclass") or len(np.unique(known)) < 2:
+            raise ValueError(
+                "supervision > 0 needs class labels for at least two classes among the "
+                f"labelled images (y != -1); got {len(known)} labelled image(s) of type "
+                f"{target_type!r}."
+            )
+        _, indices = np.unique(known, return_inverse=True)
+        labels = np.full(n_samples, UNLABELLED, dtype=np.int64)
+        labels[~unlabelled] = indices
+        return labels
+
+    def _make_net(self, in_channels: int, views: MapViews, seed: int, device) -> AutoEncoderNet:
+        n_samples = len(views)
         held_out = int(n_samples * self.validation_fraction)
         use_split = held_out >= 2 and n_samples - held_out >= 2
-        callbacks = list(self.callbacks or [])
+        labels = views.labels[views.labels != UNLABELLED]
+        counts = np.bincount(labels) if len(labels) else np.zeros(0)
+        callbacks = [("cosine_lr", LRScheduler(policy="CosineAnnealingLR", T_max=self.max_epochs))]
+        callbacks += list(self.callbacks or [])
         if use_split and self.patience is not None:
             callbacks.append(
                 ("early_stopping", EarlyStopping(patience=self.patience, load_best=True))
@@ -751,7 +856,11 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
             module__layer_sizes=tuple(self.layer_sizes),
             module__bottleneck=self.bottleneck,
             module__noise=float(self.noise),
+            module__n_classes=len(counts),
             sparsity=float(self.sparsity),
+            supervision=float(self.supervision),
+            # Class-balanced, as SVC(class_weight="balanced"): small classes count as much.
+            class_weight=(len(labels) / (len(counts) * counts.clip(1))) if len(counts) else None,
             criterion=nn.MSELoss,
             optimizer=torch.optim.Adam,
             lr=self.lr,
@@ -768,10 +877,12 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         params.update(self.cae_params or {})
         return AutoEncoderNet(**params)
 
-    def _train_cae(self, maps: np.ndarray, seed: int, device) -> AutoEncoderNet:
-        net = self._make_net(maps.shape[1], len(maps), seed, device)
-        with _seeded(seed, device):
-            net.fit(maps, y=None)
+    def _train_cae(self, views: MapViews, seed: int, device) -> AutoEncoderNet:
+        _, channels, height, width = views.views[0].shape
+        net = self._make_net(channels, views, seed, device)
+        positions = min(self.batch_size, len(views)) * height * width
+        with _seeded(seed, device), cpu_threads_for(device, positions):
+            net.fit(views, y=None)
         losses = net.history[:, "train_loss"]
         if not np.all(np.isfinite(losses)):
             raise ValueError(

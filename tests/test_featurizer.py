@@ -63,7 +63,7 @@ def test_sparsity_penalty_makes_codes_sparser(images):
     from sklearn_cae.plotting import reconstruct_feature_maps
 
     def fraction_zero(sparsity):
-        params = {**FAST_CAE, "max_epochs": 6, "patience": None, "sparsity": sparsity}
+        params = {**FAST_CAE, "max_epochs": 10, "lr": 0.01, "sparsity": sparsity}
         feat = CAETransferFeaturizer(**params).fit(images)
         maps = torch.from_numpy(reconstruct_feature_maps(feat, images)[0])
         with torch.inference_mode():
@@ -139,7 +139,9 @@ def test_user_callbacks_and_cae_params_reach_skorch(images):
 
 def test_early_stopping_uses_held_out_maps():
     X = np.random.default_rng(1).integers(0, 256, size=(60, 28, 28), dtype=np.uint8)
-    feat = CAETransferFeaturizer(**{**FAST_CAE, "max_epochs": 40, "patience": 1, "lr": 0.05})
+    feat = CAETransferFeaturizer(
+        **{**FAST_CAE, "max_epochs": 40, "patience": 1, "lr": 0.05, "validation_fraction": 0.1}
+    )
     feat.fit(X)
     history = feat.cae_.history
     assert "valid_loss" in history[-1]
@@ -205,7 +207,7 @@ def test_cuda_without_cuda_is_a_clear_error(images):
 
 
 def test_nan_loss_is_a_clear_error(images):
-    feat = CAETransferFeaturizer(**{**FAST_CAE, "lr": 1e12, "max_epochs": 3})
+    feat = CAETransferFeaturizer(**{**FAST_CAE, "lr": 1e20, "max_epochs": 3})
     with pytest.raises(ValueError, match="NaN or infinite"):
         feat.fit(images)
     assert not hasattr(feat, "cae_")

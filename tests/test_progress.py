@@ -21,7 +21,7 @@ def test_verbose_0_is_silent(capsys, small_breast, cls, params):
 
 def test_verbose_1_shows_backbone_bar_with_eta_and_epoch_table(capsys, small_breast):
     X, _ = small_breast
-    featurizer = CAETransferFeaturizer(**FAST_CAE, verbose=1).fit(X)
+    featurizer = CAETransferFeaturizer(**FAST_CAE, validation_fraction=0.2, verbose=1).fit(X)
     captured = capsys.readouterr()
     n_batches = -(-len(X) // FAST_CAE["batch_size"])
     # tqdm on stderr: one bar over the backbone batches, with its rate and ETA.

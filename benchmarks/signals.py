@@ -1,0 +1,293 @@
+"""Which CAE training signal adds information? Cross-validated on the training splits.
+
+For each shared data set (BreastMNIST, PneumoniaMNIST on a stratified subsample,
+RetinaMNIST, COVID-19's ``train`` split) and each label fraction, 5-fold stratified CV
+on the **training split only** (the test splits are never read):
+
+* the labelled images ``L`` of each training fold are all of it (fraction 1) or a
+  stratified fraction of it (one draw per seed); the rest of the fold is unlabelled;
+* ``backbone``: ``BackboneFeaturizer`` with its layer chosen by inner CV on ``L``
+  (every layer of the backbone, 5 inner folds), then the SVC fitted on ``L``;
+* each CAE configuration: ``CAETransferFeaturizer`` fitted on the training fold's
+  images -- with the labels of ``L`` and ``-1`` for the others when it is
+  semi-supervised, without labels otherwise -- then the same SVC fitted on ``L``.
+
+The held-out fold is never seen by any featurizer, and its labels only score. The
+classifier is ``StandardScaler + SVC(class_weight="balanced")`` everywhere; the score
+is balanced accuracy. Results go to ``benchmarks/results/signals.json`` (merged by
+configuration, data set, fraction and seed, so runs of different configurations --
+e.g. the previous release's defaults, run from an older checkout with ``PYTHONPATH``
+-- sit in one file) and the table to ``benchmarks/results/signals.md``.
+
+Usage::
+
+    python benchmarks/signals.py --configs backbone,cae,denoise --seeds 2
+    python benchmarks/signals.py --report      # rewrite signals.md from signals.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer, available_layers
+from sklearn_cae.datasets import load_medmnist
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+RESULTS = REPO / "benchmarks" / "results"
+DATASETS = ("breastmnist", "pneumoniamnist", "retinamnist", "covid19_xray")
+PNEUMONIA_SUBSAMPLE = 1200
+FOLDS = 5
+
+# name -> CAETransferFeaturizer parameters (beyond random_state and cache). "defaults" is
+# whatever the installed sklearn_cae's defaults are (the current or an older release).
+CONFIGS = {
+    "defaults": {},
+    "denoise": {"corrupted_views": 1},
+    "semi": {"supervision": 1.0},
+    "semi+denoise": {"supervision": 1.0, "corrupted_views": 1},
+    "compact": {"bottleneck": 64, "include_backbone": False},
+    "semi compact": {"supervision": 1.0, "bottleneck": 64, "include_backbone": False},
+}
+
+
+def svc():
+    return make_pipeline(StandardScaler(), SVC(class_weight="balanced"))
+
+
+def load_training_split(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The data set's training split (Pneumonia: a stratified subsample of it)."""
+    if name == "covid19_xray":
+        data = np.load(SHARED / "covid19_xray" / "covid19_xray.npz")
+        train = data["split"] == "train"
+        return data["images"][train], data["labels"][train].astype(np.int64)
+    root = os.environ.get("MEDMNIST_ROOT") or SHARED / "medmnist"
+    X, y = load_medmnist(name, split="train", root=root)
+    if name == "pneumoniamnist":
+        keep = stratified_subset(y, PNEUMONIA_SUBSAMPLE / len(y), seed=0)
+        X, y = X[keep], y[keep]
+    return X, y
+
+
+def stratified_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a stratified ``fraction`` of ``y`` (at least 2 per class)."""
+    if fraction >= 1:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    parts = [
+        rng.choice(members, max(2, round(fraction * len(members))), replace=False)
+        for members in (np.flatnonzero(y == c) for c in np.unique(y))
+    ]
+    return np.sort(np.concatenate(parts))
+
+
+def inner_cv_bacc(F: np.ndarray, y: np.ndarray) -> float:
+    folds = max(2, min(FOLDS, np.bincount(y).min()))
+    cv = StratifiedKFold(folds, shuffle=True, random_state=0)
+    return cross_val_score(svc(), F, y, cv=cv, scoring="balanced_accuracy").mean()
+
+
+def score(F_fit, y_fit, F_eval, y_eval) -> float:
+    from sklearn.metrics import balanced_accuracy_score
+
+    return float(balanced_accuracy_score(y_eval, svc().fit(F_fit, y_fit).predict(F_eval)))
+
+
+def backbone_scores(X, y, folds, labelled, cache) -> tuple[list[float], list[str]]:
+    """Per fold: the SVC on the layer chosen by inner CV on the labelled images."""
+    layers = available_layers("efficientnet_lite0")
+    featurizer = BackboneFeaturizer(layer=layers, cache=cache).fit(X[:2])
+    F = featurizer.transform(X)
+    edges = np.cumsum([0, *featurizer.n_channels_])
+    per_layer = {name: F[:, a:b] for name, a, b in zip(layers, edges, edges[1:], strict=False)}
+    scores, chosen = [], []
+    for (_, test), lab in zip(folds, labelled, strict=True):
+        inner = {name: inner_cv_bacc(G[lab], y[lab]) for name, G in per_layer.items()}
+        best = max(inner, key=inner.get)
+        chosen.append(best)
+        scores.append(score(per_layer[best][lab], y[lab], per_layer[best][test], y[test]))
+    return scores, chosen
+
+
+def cae_scores(X, y, folds, labelled, params, seed, cache, reuse: dict) -> list[float]:
+    """Per fold: fit the featurizer on the training fold, the SVC on its labelled part.
+
+    An unsupervised featurizer does not depend on which images are labelled: its
+    features are kept in ``reuse`` (keyed by parameters, seed and fold) for the next
+    label fraction.
+    """
+    supervised = params.get("supervision", 0) > 0
+    scores = []
+    for k, ((train, test), lab) in enumerate(zip(folds, labelled, strict=True)):
+        key = (json.dumps(params, sort_keys=True), seed, k)
+        if supervised or key not in reuse:
+            featurizer = CAETransferFeaturizer(random_state=seed, cache=cache, **params)
+            y_fit = np.full(len(y), -1)
+            y_fit[lab] = y[lab]
+            F_train = featurizer.fit_transform(X[train], y_fit[train] if supervised else None)
+            reuse[key] = (F_train, featurizer.transform(X[test]))
+        F_train, F_test = reuse[key]
+        position = {index: i for i, index in enumerate(train)}
+        F_lab = F_train[[position[i] for i in lab]]
+        scores.append(score(F_lab, y[lab], F_test, y[test]))
+        if supervised:
+            del reuse[key]
+    return scores
+
+
+def run(args) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        for name in args.datasets:
+            X, y = load_training_split(name)
+            cv = StratifiedKFold(FOLDS, shuffle=True, random_state=0)
+            folds = list(cv.split(X, y))
+            reuse: dict = {}
+            for fraction in args.fractions:
+                for seed in range(args.seeds):
+                    labelled = [
+                        train[stratified_subset(y[train], fraction, seed)] for train, _ in folds
+                    ]
+                    for config in args.configs:
+                        params = CONFIGS.get(config, {})
+                        start = time.perf_counter()
+                        extra = {}
+                        if config == "backbone":
+                            fold_scores, extra["layers"] = backbone_scores(
+                                X, y, folds, labelled, cache
+                            )
+                        else:
+                            fold_scores = cae_scores(
+                                X, y, folds, labelled, params, seed, cache, reuse
+                            )
+                        row = {
+                            "config": args.label_prefix + config,
+                            "params": params,
+                            "dataset": name,
+                            "fraction": fraction,
+                            "seed": seed,
+                            "n_images": len(y),
+                            "folds": fold_scores,
+                            "bacc": float(np.mean(fold_scores)),
+                            "seconds": round(time.perf_counter() - start, 1),
+                            **extra,
+                        }
+                        print(
+                            f"{name:15s} {fraction:>4} seed {seed} {row['config']:24s} "
+                            f"{row['bacc']:.3f} ({row['seconds']:.0f} s)",
+                            flush=True,
+                        )
+                        rows.append(row)
+                        merge_rows(args.json, [row])
+    return rows
+
+
+def merge_rows(path: Path, rows: list[dict]) -> None:
+    """Add ``rows`` to the json, replacing rows of the same config/data set/fraction/seed."""
+
+    def key(r):
+        return (r["config"], r["dataset"], r["fraction"], r["seed"])
+
+    old = json.loads(path.read_text()) if path.exists() else []
+    new_keys = {key(r) for r in rows}
+    path.write_text(json.dumps([r for r in old if key(r) not in new_keys] + rows, indent=1))
+
+
+def report(path: Path, out: Path) -> str:
+    """Mean balanced accuracy per configuration, data set and fraction (± seed std)."""
+    rows = json.loads(path.read_text())
+    fractions = sorted({r["fraction"] for r in rows}, reverse=True)
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    lines = [
+        "# Training signals for the CAE: 5-fold CV on the training splits",
+        "",
+        "Produced by `python benchmarks/signals.py` (see its docstring for the protocol); "
+        "balanced accuracy, mean over folds, then mean ± std over seeds (label draws and "
+        "CAE seeds). Δ: the configuration minus `backbone` (layer chosen by inner CV), "
+        "mean over the four data sets, in points.",
+        "",
+    ]
+    for fraction in fractions:
+        lines += [
+            f"## {fraction:.0%} of the training fold's labels",
+            "",
+            "| configuration | " + " | ".join(DATASETS) + " | mean | Δ | seconds |",
+            "|---|" + "---|" * (len(DATASETS) + 3),
+        ]
+        base = _means(rows, "backbone", fraction)
+        for config in configs:
+            means = _means(rows, config, fraction)
+            if not means:
+                continue
+            cells = []
+            for name in DATASETS:
+                if name in means:
+                    values = means[name]
+                    cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}")
+                else:
+                    cells.append("-")
+            shared = [n for n in DATASETS if n in means and n in base]
+            mean = np.mean([np.mean(means[n]) for n in shared]) if shared else np.nan
+            delta = 100 * (mean - np.mean([np.mean(base[n]) for n in shared])) if shared else np.nan
+            seconds = sum(
+                r["seconds"] for r in rows if r["config"] == config and r["fraction"] == fraction
+            )
+            lines.append(
+                f"| {config} | " + " | ".join(cells) + f" | {mean:.3f} | {delta:+.1f} | "
+                f"{seconds:.0f} |"
+            )
+        lines.append("")
+    lines.append(
+        "Parameters of each configuration (on top of the defaults of the release that ran it):"
+    )
+    lines.append("")
+    for config in configs:
+        params = next(r["params"] for r in rows if r["config"] == config)
+        lines.append(f"- `{config}`: {params or 'defaults'}")
+    text = "\n".join(lines) + "\n"
+    out.write_text(text)
+    return text
+
+
+def _means(rows, config, fraction) -> dict[str, list[float]]:
+    means: dict[str, list[float]] = {}
+    for r in rows:
+        if r["config"] == config and r["fraction"] == fraction:
+            means.setdefault(r["dataset"], []).append(r["bacc"])
+    return means
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="backbone,defaults", type=lambda s: s.split(","))
+    parser.add_argument("--datasets", default=",".join(DATASETS), type=lambda s: s.split(","))
+    parser.add_argument(
+        "--fractions", default="1.0,0.1", type=lambda s: [float(f) for f in s.split(",")]
+    )
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--label-prefix", default="", help="prefix of the configs' names")
+    parser.add_argument("--json", type=Path, default=RESULTS / "signals.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "signals.md")
+    parser.add_argument("--report", action="store_true", help="only rewrite the table")
+    args = parser.parse_args(argv)
+    for config in args.configs:
+        if config != "backbone" and config not in CONFIGS:
+            parser.error(f"unknown config {config!r}; choose from {['backbone', *CONFIGS]}")
+    if not args.report:
+        run(args)
+    print(report(args.json, args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Training signals of the CAE: realistic corruptions (denoising), semi-supervision,
+the cheap architecture and its learning-rate schedule."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from sklearn_cae import CAETransferFeaturizer
+from sklearn_cae.cae import AutoEncoderNet, ConvAutoEncoder, MapViews
+from sklearn_cae.corruptions import corrupt
+
+from .conftest import FAST_CAE
+
+
+# ------------------------------------------------------------------------ corruptions
+def _square_images(n: int = 6, size: int = 64) -> torch.Tensor:
+    images = torch.full((n, 1, size, size), 0.2)
+    images[:, :, 20:36, 28:44] = 0.8
+    return images
+
+
+def test_corrupt_keeps_shape_range_and_is_reproducible():
+    images = _square_images()
+    first = corrupt(images, torch.Generator().manual_seed(0))
+    again = corrupt(images, torch.Generator().manual_seed(0))
+    other = corrupt(images, torch.Generator().manual_seed(1))
+    assert first.shape == images.shape and first.dtype == images.dtype
+    assert float(first.min()) >= 0 and float(first.max()) <= 1
+    torch.testing.assert_close(first, again)
+    assert not torch.equal(first, other)
+    assert not torch.equal(first, images)
+
+
+def test_corrupt_is_spatially_aligned():
+    # Intensity corruptions only: the bright square stays where it was in every image.
+    images = _square_images(n=32)
+    corrupted = corrupt(images, torch.Generator().manual_seed(0))
+    inside = corrupted[:, :, 22:34, 30:42].mean(dim=(1, 2, 3))
+    outside = corrupted[:, :, 44:, :].mean(dim=(1, 2, 3))
+    assert torch.all(inside > outside)
+    correlation = [
+        np.corrcoef(a.flatten().numpy(), b.flatten().numpy())[0, 1]
+        for a, b in zip(images, corrupted, strict=True)
+    ]
+    assert min(correlation) > 0.8
+
+
+# ------------------------------------------------------------------- the auto-encoder
+def test_encoder_is_one_context_conv_then_1x1():
+    model = ConvAutoEncoder(112, layer_sizes=(64, 32), bottleneck=16)
+    convs = [m for m in model.encoder if isinstance(m, torch.nn.Conv2d)]
+    convs += [m for block in model.encoder if isinstance(block, torch.nn.Sequential) for m in block]
+    kernels = sorted(m.kernel_size[0] for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert kernels == [1, 1, 1, 1, 3, 3]  # first encoder and last decoder conv see 3x3
+    reconstruction, code, logits = model(torch.zeros(2, 112, 8, 8))
+    assert reconstruction.shape == (2, 112, 8, 8) and code.shape == (2, 16, 8, 8)
+    assert logits is None
+    _, _, logits = ConvAutoEncoder(112, bottleneck=16, n_classes=3)(torch.zeros(2, 112, 8, 8))
+    assert logits.shape == (2, 3)
+
+
+def test_map_views_draws_inputs_among_views_and_targets_the_clean_maps():
+    clean = np.zeros((4, 2, 3, 3), dtype=np.float16)
+    corrupted = [np.ones_like(clean)]
+    views = MapViews(clean, corrupted, labels=np.array([0, 1, -1, -1]))
+    assert len(views) == 4
+    torch.manual_seed(0)
+    drawn = set()
+    for _ in range(20):
+        item, label = views[1]
+        assert torch.equal(item["targets"], torch.zeros(2, 3, 3, dtype=torch.float16))
+        drawn.add(float(item["inputs"].max()))
+        assert label == 1
+    assert drawn == {0.0, 1.0}
+    assert MapViews(clean)[2][1] == -1
+
+
+def test_supervised_loss_adds_cross_entropy_of_labelled_images_only():
+    net = AutoEncoderNet(
+        ConvAutoEncoder,
+        torch.nn.MSELoss,
+        module__in_channels=2,
+        module__n_classes=2,
+        supervision=2.0,
+    ).initialize()
+    maps = torch.zeros(3, 2, 4, 4)
+    reconstruction, code = torch.zeros_like(maps), torch.zeros(3, 4, 4, 4)
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [5.0, -5.0]])
+    X = {"inputs": maps, "targets": maps}
+    unlabelled = net.get_loss((reconstruction, code, logits), torch.tensor([-1, -1, -1]), X=X)
+    assert float(unlabelled) == 0.0
+    loss = net.get_loss((reconstruction, code, logits), torch.tensor([1, -1, -1]), X=X)
+    expected = 2.0 * torch.nn.functional.cross_entropy(logits[:1], torch.tensor([1]))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_learning_rate_follows_a_cosine_to_zero(small_breast):
+    X, _ = small_breast
+    feat = CAETransferFeaturizer(**{**FAST_CAE, "max_epochs": 4, "lr": 0.01}).fit(X)
+    lrs = feat.cae_.history[:, "event_lr"]
+    assert lrs[0] == pytest.approx(0.01)
+    assert all(a > b for a, b in itertools.pairwise(lrs))
+    assert feat.cae_.optimizer_.param_groups[0]["lr"] == pytest.approx(0, abs=1e-9)
+
+
+# --------------------------------------------------------------------------- denoising
+def test_corrupted_views_change_the_code_reproducibly(small_breast):
+    X, _ = small_breast
+    plain = CAETransferFeaturizer(**FAST_CAE).fit_transform(X)
+    denoise = CAETransferFeaturizer(**FAST_CAE, corrupted_views=2).fit_transform(X)
+    again = CAETransferFeaturizer(**FAST_CAE, corrupted_views=2).fit_transform(X)
+    np.testing.assert_array_equal(denoise, again)
+    assert not np.allclose(plain, denoise)
+
+
+def test_corrupted_views_run_the_backbone_once_more_per_view(small_breast):
+    X, _ = small_breast
+    feat = CAETransferFeaturizer(**FAST_CAE, corrupted_views=2)
+    seen = []
+    feat.set_params(callbacks=[])
+    original = CAETransferFeaturizer._iter_maps
+
+    def counting(self, images, fitted, device, **kwargs):
+        for maps in original(self, images, fitted, device, **kwargs):
+            seen.append(len(maps[0]))
+            yield maps
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CAETransferFeaturizer, "_iter_maps", counting)
+        feat.fit(X)
+    assert sum(seen) == 3 * len(X)  # the clean pass and two corrupted views
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
+def test_bad_corrupted_views(small_breast, value):
+    with pytest.raises(ValueError, match="corrupted_views"):
+        CAETransferFeaturizer(**FAST_CAE, corrupted_views=value).fit(small_breast[0])
+
+
+# ---------------------------------------------------------------------- semi-supervision
+def _semi(**params):
+    return CAETransferFeaturizer(**{**FAST_CAE, "max_epochs": 4, "supervision": 1.0, **params})
+
+
+def test_supervision_ignores_y_when_zero(small_breast):
+    X, y = small_breast
+    with_y = CAETransferFeaturizer(**FAST_CAE).fit_transform(X, y)
+    without = CAETransferFeaturizer(**FAST_CAE).fit_transform(X)
+    np.testing.assert_array_equal(with_y, without)
+
+
+def test_supervision_uses_labels_and_unlabelled_marker(small_breast):
+    X, y = small_breast
+    partial = y.copy()
+    partial[::2] = -1
+    unsupervised = CAETransferFeaturizer(**{**FAST_CAE, "max_epochs": 4}).fit_transform(X)
+    semi = _semi().fit_transform(X, partial)
+    assert semi.shape == unsupervised.shape
+    assert not np.allclose(semi, unsupervised)
+    # Only the labelled images count: changing an unlabelled image's hidden label (it
+    # stays -1) changes nothing, changing a labelled one does.
+    np.testing.assert_array_equal(semi, _semi().fit_transform(X, partial))
+    flipped = partial.copy()
+    flipped[1] = 1 - flipped[1]
+    assert not np.array_equal(semi, _semi().fit_transform(X, flipped))
+
+
+def test_supervised_training_loss_includes_the_classifier(small_breast):
+    X, y = small_breast
+    semi = _semi(supervision=5.0).fit(X, y)
+    plain = CAETransferFeaturizer(**{**FAST_CAE, "max_epochs": 4}).fit(X)
+    # Same seed, same reconstruction part: the first epoch's loss is larger by the
+    # cross-entropy term (about 5 * log 2 at the start).
+    assert semi.cae_.history[0, "train_loss"] > plain.cae_.history[0, "train_loss"] + 1
+    assert semi.cae_.module_.head is not None and plain.cae_.module_.head is None
+
+
+@pytest.mark.parametrize(
+    "y, match",
+    [
+        (None, "needs labels"),
+        (np.full(48, -1), "at least two classes"),
+        (np.zeros(48, dtype=int), "at least two classes"),
+        (np.linspace(0, 1, 48), "at least two classes"),
+        (np.zeros((48, 2), dtype=int), "1-D array of 48 labels"),
+        (np.zeros(10, dtype=int), "1-D array of 48 labels"),
+    ],
+)
+def test_supervision_bad_labels(small_breast, y, match):
+    with pytest.raises(ValueError, match=match):
+        _semi().fit(small_breast[0], y)
+    with pytest.raises(ValueError, match="supervision"):
+        _semi(supervision=-1.0).fit(small_breast[0], small_breast[1])
+
+
+def test_supervision_accepts_string_labels(small_breast):
+    X, y = small_breast
+    names = np.array(["benign", "malignant"])[y]
+    features = _semi().fit_transform(X, names)
+    np.testing.assert_array_equal(features, _semi().fit_transform(X, y))
+
+
+def test_semi_supervised_in_cross_validate_and_grid_search(small_breast):
+    X, y = small_breast
+    pipe = make_pipeline(_semi(max_epochs=2), StandardScaler(), SVC())
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    scores = cross_validate(pipe, X, y, cv=cv, scoring="balanced_accuracy")
+    assert np.all(np.isfinite(scores["test_score"]))
+    grid = GridSearchCV(pipe, {"caetransferfeaturizer__supervision": [0.0, 1.0]}, cv=cv).fit(X, y)
+    assert grid.best_params_["caetransferfeaturizer__supervision"] in (0.0, 1.0)
+
+
+def test_frozen_semi_supervised_featurizer_for_the_labelled_subset(small_breast):
+    # Fit on every image (most unlabelled), then train classifiers on the few labels
+    # without refitting the featurizer.
+    X, y = small_breast
+    partial = np.full_like(y, -1)
+    labelled = np.r_[0:6, 24:30]
+    partial[labelled] = y[labelled]
+    featurizer = _semi().fit(X, partial)
+    before = featurizer.transform(X)
+    pipe = make_pipeline(FrozenEstimator(featurizer), StandardScaler(), SVC())
+    pipe.fit(X[labelled], y[labelled])
+    np.testing.assert_array_equal(featurizer.transform(X), before)
+    assert pipe.predict(X).shape == y.shape
