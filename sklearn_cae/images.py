@@ -28,9 +28,16 @@ by an explicit ``(low, high)`` window:
 ``(low, high)``
     A fixed window, e.g. a CT window in Hounsfield units such as ``(-1000, 400)`` for
     lung; values below ``low`` / above ``high`` become 0 / 1.
+``"dicom_window"``
+    Each DICOM file's own window: its VOI LUT or window centre / width (the first,
+    when it stores several), applied by ``pydicom.pixels.apply_voi_lut`` after the
+    modality rescale, its output range mapped to [0, 1]. Images without one (other
+    files, arrays, DICOM files without a window) as ``"auto"``.
 
-Channels: grey images have 1 channel, colour images 3; a 4th (alpha) channel is
-dropped; grey is replicated to 3 channels for the network.
+Channels (the ``channels`` policy): grey images have 1 channel, colour images 3; a 4th
+(alpha) channel is dropped. With ``"convert"`` (default) grey and colour images may be
+mixed: when any image is colour, grey ones are replicated to 3 channels, which is
+lossless -- the network replicates grey images anyway. ``"strict"`` refuses a mix.
 """
 
 from __future__ import annotations
@@ -50,9 +57,11 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "CHANNEL_POLICIES",
     "INTENSITY_POLICIES",
     "ImageSource",
     "as_image_source",
+    "check_channels",
     "check_image_size",
     "check_intensity",
     "normalize_batch",
@@ -60,7 +69,8 @@ __all__ = [
     "read_image",
 ]
 
-INTENSITY_POLICIES = ("auto", "minmax", "dtype")
+INTENSITY_POLICIES = ("auto", "minmax", "dtype", "dicom_window")
+CHANNEL_POLICIES = ("convert", "strict")
 _CHANNELS = (1, 3, 4)  # 4 = RGBA, alpha dropped
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 _DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -119,9 +129,17 @@ def check_intensity(intensity) -> str | tuple[float, float]:
     if window is not None:
         return window
     raise ValueError(
-        "intensity must be 'auto', 'minmax', 'dtype' or a (low, high) window with "
-        f"low < high, both finite float32 numbers (|value| < 3.4e38), got {intensity!r}."
+        "intensity must be 'auto', 'minmax', 'dtype', 'dicom_window' or a (low, high) "
+        "window with low < high, both finite float32 numbers (|value| < 3.4e38), got "
+        f"{intensity!r}."
     )
+
+
+def check_channels(channels) -> str:
+    """Validate a channel policy: ``"convert"`` (grey and colour may mix) or ``"strict"``."""
+    if isinstance(channels, str) and channels in CHANNEL_POLICIES:
+        return channels
+    raise ValueError(f"channels must be 'convert' or 'strict', got {channels!r}.")
 
 
 def _check_image_shape(image_shape) -> tuple[int, ...]:
@@ -241,8 +259,8 @@ def preprocess_batch(
         Output height and width; antialiased bilinear resizing (aspect ratio not kept).
     mean, std : sequence of 3 floats
         The backbone's input normalisation.
-    intensity : {"auto", "minmax", "dtype"} or (low, high), default="auto"
-        See the module docstring.
+    intensity : {"auto", "minmax", "dtype", "dicom_window"} or (low, high), default="auto"
+        See the module docstring (``"dicom_window"`` acts on files only: here "auto").
     device : torch.device or str
         Where the work happens.
 
@@ -420,7 +438,44 @@ def _dicom_header(path: str):
     return (3 if photometric == "PALETTE COLOR" else samples), size
 
 
-def _read_dicom(path: str) -> np.ndarray:
+def _voi_kind(ds) -> str | None:
+    """Which VOI transform ``apply_voi_lut`` applies to ``ds``: "lut", "window" or None."""
+    sequence = ds.get("VOILUTSequence")
+    if sequence and None not in (
+        sequence[0].get("LUTDescriptor", None),
+        sequence[0].get("LUTData", None),
+    ):
+        return "lut"  # apply_voi_lut prefers the LUT when both are present
+    if None not in (ds.get("WindowCenter", None), ds.get("WindowWidth", None)):
+        return "window"
+    return None
+
+
+def _apply_window(values: np.ndarray, ds, kind: str, photometric: str) -> np.ndarray:
+    """The file's VOI LUT / window applied by pydicom, its output range mapped to [0, 1]."""
+    try:
+        from pydicom.pixels import apply_voi_lut, apply_windowing
+    except ImportError:  # pydicom < 3
+        from pydicom.pixel_data_handlers.util import apply_voi_lut, apply_windowing
+
+    if kind == "lut":
+        # A LUT's output range is set by its bits per entry (PS3.3 C.11.2.1.1).
+        low, high = 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+        if values.dtype.kind == "f" and np.array_equal(values, np.round(values)):
+            values = values.astype(np.int64)  # LUTs index whole numbers; floats warn
+    else:
+        # pydicom maps everything below the window to its lowest output, everything
+        # above to its highest: the output range depends on the header (bits, rescale).
+        low, high = apply_windowing(np.array([-np.inf, np.inf]), ds)
+    out = apply_voi_lut(values, ds).astype(np.float64)
+    span = high - low
+    unit = np.clip((out - low) / span, 0.0, 1.0) if span else np.zeros_like(out)
+    if photometric == "MONOCHROME1":
+        unit = 1.0 - unit  # low values are shown bright: flip so that bright is high
+    return unit.astype(np.float32)
+
+
+def _read_dicom(path: str, window: bool = False) -> np.ndarray:
     try:
         from pydicom.pixels import apply_color_lut, apply_modality_lut
     except ImportError:  # pydicom < 3
@@ -443,6 +498,9 @@ def _read_dicom(path: str) -> np.ndarray:
     else:
         # Rescale slope / intercept (CT: stored values -> Hounsfield units).
         values = apply_modality_lut(pixels, ds)
+        kind = _voi_kind(ds) if window and photometric.startswith("MONOCHROME") else None
+        if kind is not None:
+            return _apply_window(values, ds, kind, photometric)[..., np.newaxis]
     if values.dtype.kind == "f":
         values = values.astype(np.float32)
     if photometric == "MONOCHROME1":
@@ -532,7 +590,7 @@ def _other_bytes(path: str, rawmode: str) -> np.ndarray:
         return _pil_to_array(img)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, *, window: bool = False) -> np.ndarray:
     """Decode one image file to a channels-last array of its own dtype.
 
     Pillow reads PNG, JPEG, BMP, TIFF (8 and 16-bit, grey and colour) and the other
@@ -542,10 +600,21 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     modality rescale (slope / intercept) or, for ``PALETTE COLOR``, the colour lookup
     table; MONOCHROME1 images are flipped so that bright is high.
 
+    Parameters
+    ----------
+    path : str or path-like
+    window : bool, default=False
+        For a grey DICOM file that stores a VOI LUT or a window (centre / width), apply
+        it after the modality rescale (``pydicom.pixels.apply_voi_lut``, the first one
+        when there are several) and return float32 in [0, 1]: the LUT's or window's
+        output range mapped to [0, 1]. Other files are decoded as without it. This is
+        what ``intensity="dicom_window"`` does.
+
     Returns
     -------
     ndarray of shape (H, W, 1) or (H, W, 3)
-        uint8, uint16, int32 or float32 for Pillow; the rescaled values for DICOM.
+        uint8, uint16, int32 or float32 for Pillow; the rescaled (or windowed) values
+        for DICOM.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -564,7 +633,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             # Pillow keeps the high byte of each 16-bit sample; add the low byte back.
             low = _other_bytes(path, rawmode)
             return (array.astype(np.uint16) << 8) | low.astype(np.uint16)
-    return _read_dicom(path)
+    return _read_dicom(path, window)
 
 
 def _header(path: str) -> tuple[int, tuple[int, int]]:
@@ -604,10 +673,11 @@ class _Failure:
 class _LazyImages(torch.utils.data.Dataset):
     """Decode, check and scale one item per ``__getitem__`` (runs in worker processes)."""
 
-    def __init__(self, items, kind, names, image_size, intensity, with_raw, n_channels):
+    def __init__(self, items, kind, names, image_size, intensity, with_raw, channels):
         self.items, self.kind, self.names = items, kind, names
         self.image_size, self.intensity, self.with_raw = image_size, intensity, with_raw
-        self.n_channels = n_channels
+        self.channels = channels  # per image, from its header
+        self.n_channels = max(channels)  # grey is replicated to this in a mixed source
 
     def __len__(self) -> int:
         return len(self.items)
@@ -620,7 +690,7 @@ class _LazyImages(torch.utils.data.Dataset):
             if self.kind == "files":
                 if not os.path.isfile(item):
                     raise FileNotFoundError(f"No such image file: {where}.")
-                image = read_image(item)
+                image = read_image(item, window=self.intensity == "dicom_window")
             else:
                 image = _pil_to_array(item)
         except (FileNotFoundError, ImportError):
@@ -628,11 +698,12 @@ class _LazyImages(torch.utils.data.Dataset):
         except Exception as exc:  # corrupt data: Pillow and pydicom raise many types
             raise ValueError(f"Cannot decode {where}: {_reason(exc)}") from None
         _check_pixel_dtype(image.dtype, where)
-        if image.ndim != 3 or image.shape[-1] != self.n_channels or 0 in image.shape[:2]:
+        expected = self.channels[i]
+        if image.ndim != 3 or image.shape[-1] != expected or 0 in image.shape[:2]:
             # The header said otherwise: the file changed after it was checked.
             raise ValueError(
-                f"{where} decoded to shape {image.shape}, but {self.n_channels}-channel "
-                "non-empty images were expected from its header (did the file change?)."
+                f"{where} decoded to shape {image.shape}, but a {expected}-channel "
+                "non-empty image was expected from its header (did the file change?)."
             )
         return image
 
@@ -645,6 +716,9 @@ class _LazyImages(torch.utils.data.Dataset):
             if self.intensity == "dtype":
                 _check_unit_range(image[np.newaxis], offset=i, names=self.names)
             unit = _to_unit(image[np.newaxis], self.intensity, self.image_size, "cpu")[0]
+            # Grey among colour: replicated here, not in ``image``, so a grey image's raw
+            # pixels (and cache key) are the same alone or in a mixed set.
+            unit = unit.expand(self.n_channels, -1, -1)
         except Exception as exc:  # every failure is reported, naming its image
             kept = FileNotFoundError | ImportError | TypeError
             error = type(exc) if isinstance(exc, kept) else ValueError
@@ -690,7 +764,10 @@ class ImageSource:
     kind : {"array", "arrays", "files", "pil"}
         One array, a list of arrays of different shapes or dtypes, file paths, PIL images.
     n_channels : int
-        1 (grey) or 3 (colour), after dropping alpha.
+        Channels of the images it yields: 1 when all are grey, else 3 (grey ones
+        replicated; alpha dropped).
+    channels : list of int
+        Each image's own channel count (1 or 3), before grey is replicated.
     shape : tuple
         ``(n, H, W, C)``; ``H`` and ``W`` are None when the images differ in size.
     names : list of str or None
@@ -700,10 +777,11 @@ class ImageSource:
         or up to 4 (one less than the CPUs), 0 when all fits in one batch.
     """
 
-    def __init__(self, kind, items, n_channels, shape, names=None, num_workers=None):
+    def __init__(self, kind, items, n_channels, shape, names=None, num_workers=None, channels=None):
         self.kind = kind
         self.items = items
         self.n_channels = n_channels
+        self.channels = list(channels) if channels is not None else [n_channels] * shape[0]
         self.shape = shape
         self.names = names
         self.num_workers = num_workers
@@ -738,17 +816,19 @@ class ImageSource:
 
         Yields
         ------
-        raw : ndarray of shape (b, H, W, C), list of b (H_i, W_i, C) arrays, or None
-            The images before intensity scaling and resizing, in their own dtype
-            (alpha dropped; DICOM rescaled); None unless ``with_raw``.
-        unit : torch.Tensor of shape (b, C, *image_size), float32 in [0, 1], on ``device``
+        raw : ndarray of shape (b, H, W, C), list of b (H_i, W_i, C_i) arrays, or None
+            The images before intensity scaling and resizing, in their own dtype and
+            with their own channels (alpha dropped; DICOM rescaled, or windowed with
+            ``intensity="dicom_window"``); None unless ``with_raw``.
+        unit : torch.Tensor of shape (b, n_channels, *image_size), float32 in [0, 1], on
+            ``device``
         """
         intensity = check_intensity(intensity)
         if self.kind == "array":
             yield from self._array_batches(batch_size, image_size, intensity, device, with_raw)
             return
         dataset = _LazyImages(
-            self.items, self.kind, self.names, image_size, intensity, with_raw, self.n_channels
+            self.items, self.kind, self.names, image_size, intensity, with_raw, self.channels
         )
         n_batches = -(-len(self) // batch_size)
         workers = (
@@ -832,7 +912,7 @@ def _array_source(X: np.ndarray, image_shape) -> ImageSource:
     return ImageSource("array", images, images.shape[-1], images.shape)
 
 
-def _list_of_arrays(items: list) -> ImageSource:
+def _list_of_arrays(items: list, channels: str) -> ImageSource:
     arrays = []
     for i, item in enumerate(items):
         a = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
@@ -841,33 +921,37 @@ def _list_of_arrays(items: list) -> ImageSource:
         a = _channels_last(a, batch=False, where=where)
         _check_finite(a[np.newaxis], offset=i)
         arrays.append(a)
-    _check_same_channels([a.shape[-1] for a in arrays], None)
     shapes = {a.shape for a in arrays}
     dtypes = {a.dtype for a in arrays}
     if len(shapes) == 1 and len(dtypes) == 1:  # one array: batched on the device
         stacked = np.stack(arrays)
         return ImageSource("array", stacked, stacked.shape[-1], stacked.shape)
     return _lazy_source(
-        "arrays", arrays, [a.shape[-1] for a in arrays], [a.shape[:2] for a in arrays]
+        "arrays", arrays, [a.shape[-1] for a in arrays], [a.shape[:2] for a in arrays], channels
     )
 
 
-def _check_same_channels(channels: list[int], names) -> None:
+def _common_channels(channels: list[int], names, policy: str) -> int:
+    """The channel count a source yields: 3 if any image is colour; a mix can be refused."""
     odd = [i for i, c in enumerate(channels) if c != channels[0]]
-    if odd:
+    if odd and policy == "strict":
         i = odd[0]
         raise ValueError(
             f"Images have mixed channel counts: {_describe(0, names and names[0])} has "
             f"{channels[0]}, {_describe(i, names and names[i])} has {channels[i]} "
-            "(after dropping alpha). Pass all grey or all colour images."
+            "(after dropping alpha), and channels='strict'. Pass all grey or all colour "
+            "images, or channels='convert' to replicate grey images to RGB."
         )
+    return max(channels)
 
 
-def _lazy_source(kind, items, channels, sizes, names=None, num_workers=None) -> ImageSource:
-    _check_same_channels(channels, names)
+def _lazy_source(kind, items, channels, sizes, policy, names=None, num_workers=None) -> ImageSource:
+    n_channels = _common_channels(channels, names, policy)
     same = len(set(sizes)) == 1
-    shape = (len(items), *(sizes[0] if same else (None, None)), channels[0])
-    return ImageSource(kind, items, channels[0], shape, names=names, num_workers=num_workers)
+    shape = (len(items), *(sizes[0] if same else (None, None)), n_channels)
+    return ImageSource(
+        kind, items, n_channels, shape, names=names, num_workers=num_workers, channels=channels
+    )
 
 
 def _probe(index: int, path: str) -> tuple[int, tuple[int, int]]:
@@ -900,27 +984,31 @@ def _probe(index: int, path: str) -> tuple[int, tuple[int, int]]:
     return channels, size
 
 
-def _file_source(paths: list, num_workers) -> ImageSource:
+def _file_source(paths: list, num_workers, channels: str) -> ImageSource:
     names = [os.fspath(p) for p in paths]
     # Headers only (no pixels); threads hide file-system latency for long lists. map()
     # yields in order, so the first bad path in the list is the one reported.
     with ThreadPoolExecutor(max_workers=8 if len(names) > 64 else 1) as pool:
         headers = list(pool.map(_probe, range(len(names)), names))
-    channels = [c for c, _ in headers]
+    counts = [c for c, _ in headers]
     sizes = [size for _, size in headers]
-    return _lazy_source("files", names, channels, sizes, names=names, num_workers=num_workers)
+    return _lazy_source(
+        "files", names, counts, sizes, channels, names=names, num_workers=num_workers
+    )
 
 
-def _pil_source(images: list) -> ImageSource:
-    channels = [_pil_channels(img) for img in images]
+def _pil_source(images: list, channels: str) -> ImageSource:
+    counts = [_pil_channels(img) for img in images]
     sizes = [_pil_size(img) for img in images]
     for i, size in enumerate(sizes):
         if 0 in size:
             raise ValueError(f"image {i} is zero-sized ({size[0]}x{size[1]}).")
-    return _lazy_source("pil", list(images), channels, sizes)
+    return _lazy_source("pil", list(images), counts, sizes, channels)
 
 
-def as_image_source(X, *, image_shape=None, num_workers: int | None = None) -> ImageSource:
+def as_image_source(
+    X, *, image_shape=None, num_workers: int | None = None, channels: str = "convert"
+) -> ImageSource:
     """Validate any accepted ``X`` and wrap it as an :class:`ImageSource`.
 
     Parameters
@@ -933,13 +1021,19 @@ def as_image_source(X, *, image_shape=None, num_workers: int | None = None) -> I
         * a list / 1-D array / one-column 2-D array of ``str`` or ``pathlib.Path`` file
           paths (decoded lazily; see :func:`read_image`);
         * a list of PIL images, or of arrays ``(H, W[, C])`` (sizes and dtypes may differ).
-        Images of different sizes are fine in the lazy kinds; all images must have the
-        same number of channels (grey or colour).
+        Images of different sizes are fine in the lazy kinds, and so are grey and colour
+        images together (see ``channels``).
     image_shape : tuple of int, default=None
         ``(H, W)`` or ``(H, W, C)`` used to unflatten 2-D numeric ``X``; one entry may
         be -1. Ignored for other inputs.
     num_workers : int or None, default=None
         DataLoader workers for decoding files; see :class:`ImageSource`.
+    channels : {"convert", "strict"}, default="convert"
+        Grey and colour images in one ``X`` (files, PIL images or a list of arrays):
+        ``"convert"`` replicates the grey ones to RGB when any image is colour (RGBA,
+        palette, CMYK, ... are RGB already, alpha dropped), as torchvision's
+        ``ImageFolder`` does; ``"strict"`` refuses the mix. An ``ImageSource`` passed as
+        ``X`` is returned as it is.
 
     Returns
     -------
@@ -952,6 +1046,7 @@ def as_image_source(X, *, image_shape=None, num_workers: int | None = None) -> I
     """
     from PIL import Image
 
+    channels = check_channels(channels)
     if isinstance(X, ImageSource):
         return X
     if num_workers is not None and (
@@ -994,11 +1089,11 @@ def as_image_source(X, *, image_shape=None, num_workers: int | None = None) -> I
             )
         kind = kinds[0]
         if kind == "files":
-            return _file_source(list(X), num_workers)
+            return _file_source(list(X), num_workers, channels)
         if kind == "pil":
-            return _pil_source(list(X))
+            return _pil_source(list(X), channels)
         if kind == "arrays":
-            return _list_of_arrays(list(X))
+            return _list_of_arrays(list(X), channels)
         if kind != "numbers":
             raise TypeError(
                 f"X holds items of type {kind}; expected file paths, PIL images or arrays."

@@ -126,14 +126,6 @@ INPUT_CASES = [
         False,
     ),
     ("2-channel images", np.zeros((2, 8, 8, 2), np.uint8), ValueError, r"C in \[1, 3, 4\]", False),
-    (
-        "mixed channel counts in a list",
-        [GOOD[0], RNG.integers(0, 256, (16, 16, 3), dtype=np.uint8)],
-        ValueError,
-        r"mixed channel counts.*image 1",
-        False,
-    ),
-    ("mixed channel counts in files", _mixed_channel_files, ValueError, r"colour\.png", False),
     ("missing file", _missing, FileNotFoundError, r"image 1.*missing\.png", False),
     ("directory as a file", _directory, ValueError, r"a_folder.*is a directory", False),
     ("non-image file", _text_file, ValueError, r"Image 1.*notes\.txt.*not an image", False),
@@ -205,10 +197,30 @@ def test_bad_input_fails_transform_and_changes_nothing(X, error, match, fitted, 
 
 
 # ------------------------------------------------------------- fit / transform disagree
-def test_transform_with_other_channel_count_than_fit(fitted):
+@pytest.mark.parametrize(
+    ("X", "match"),
+    [
+        ([GOOD[0], RNG.integers(0, 256, (16, 16, 3), dtype=np.uint8)], r"image 1"),
+        (_mixed_channel_files, r"colour\.png"),
+    ],
+    ids=["a list of arrays", "files"],
+)
+def test_mixed_channel_counts_are_refused_when_strict(X, match, tmp_path):
+    """Grey and colour are converted by default (tests/test_inputs.py); strict refuses."""
+    X = _resolve(X, tmp_path)
+    assert as_image_source(X).n_channels == 3
+    with pytest.raises(ValueError, match=r"mixed channel counts.*" + match) as excinfo:
+        as_image_source(X, channels="strict")
+    _assert_clear(excinfo)
+
+
+def test_transform_with_other_channel_count_than_a_strict_fit():
+    fitted = BackboneFeaturizer(**FEAT, channels="strict").fit(GOOD)
     colour = RNG.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    before = _snapshot(fitted)
     with pytest.raises(ValueError, match=r"3-channel images.*fitted on 1-channel"):
         fitted.transform(colour)
+    assert _snapshot(fitted) == before
 
 
 def test_transform_with_other_flattened_width_than_fit():

@@ -260,7 +260,9 @@ def test_paths_are_decoded_lazily_batch_by_batch(tmp_path, monkeypatch, gray):
     paths = _save(gray, tmp_path) * 4  # 20 paths
     decoded = []
     real = images_module.read_image
-    monkeypatch.setattr(images_module, "read_image", lambda p: decoded.append(p) or real(p))
+    monkeypatch.setattr(
+        images_module, "read_image", lambda p, **kw: decoded.append(p) or real(p, **kw)
+    )
     source = as_image_source(paths, num_workers=0)
     batches = source.batches(3, image_size=(8, 8))
     raw, unit = next(batches)
@@ -414,3 +416,185 @@ def test_palette_colour_dicom_goes_through_its_lookup_table(tmp_path):
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     assert as_image_source([str(path)]).n_channels == 3
     np.testing.assert_array_equal(read_image(path), lut.T[indices])
+
+
+# ------------------------------------------------------------ grey and colour together
+def _mixed_files(folder: Path) -> list[str]:
+    """Grey, RGB, RGBA, grey + alpha, palette and CMYK files, of two sizes."""
+    rng = np.random.default_rng(9)
+    folder.mkdir(parents=True, exist_ok=True)
+    grey = rng.integers(0, 256, size=(20, 22), dtype=np.uint8)
+    rgb = rng.integers(0, 256, size=(20, 22, 3), dtype=np.uint8)
+    rgba = rng.integers(0, 256, size=(18, 24, 4), dtype=np.uint8)
+    images = {
+        "grey.png": Image.fromarray(grey),
+        "rgb.png": Image.fromarray(rgb),
+        "rgba.png": Image.fromarray(rgba, "RGBA"),
+        "grey_alpha.png": Image.merge("LA", [Image.fromarray(grey)] * 2),
+        "palette.png": Image.fromarray(rgb).convert("P"),
+        "cmyk.jpg": Image.fromarray(rgb).convert("CMYK"),
+    }
+    paths = []
+    for name, image in images.items():
+        image.save(folder / name)
+        paths.append(str(folder / name))
+    return paths
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+
+
+def test_grey_and_colour_files_are_converted_to_rgb(tmp_path):
+    """One RGB PNG among grey X-rays was refused: "mixed channel counts"."""
+    paths = _mixed_files(tmp_path)
+    source = as_image_source(paths)
+    assert source.n_channels == 3 and source.shape == (6, None, None, 3)
+    assert source.channels == [1, 3, 3, 1, 3, 3]  # grey + alpha is grey
+    feat = BackboneFeaturizer(**FEAT).fit(paths)
+    assert feat.n_input_channels_ == 3
+    # The same as the images decoded one by one, grey replicated by hand.
+    by_hand = [_as_rgb(read_image(p)) for p in paths]
+    np.testing.assert_allclose(feat.transform(paths), feat.transform(by_hand), atol=1e-5)
+    # PIL images and lists of arrays mix too.
+    pil = [Image.open(p) for p in paths]
+    np.testing.assert_allclose(feat.transform(pil), feat.transform(by_hand), atol=1e-5)
+    own = [read_image(p) for p in paths]
+    assert as_image_source(own).n_channels == 3
+    np.testing.assert_allclose(feat.transform(own), feat.transform(by_hand), atol=1e-5)
+
+
+def test_a_grey_image_gets_the_same_features_alone_or_among_colour(tmp_path, gray):
+    """Replicating grey to RGB is lossless: the backbone replicates grey anyway."""
+    grey_paths = _save(gray, tmp_path / "grey")
+    colour = _save(np.random.default_rng(10).integers(0, 256, (2, 16, 16, 3), np.uint8), tmp_path)
+    mixed = [*grey_paths, *colour]
+    feat = CAETransferFeaturizer(**FAST_CAE, layer="blocks.1").fit(mixed)
+    features = feat.transform(mixed)
+    replicated = np.repeat(gray[..., np.newaxis], 3, axis=-1)
+    np.testing.assert_allclose(features[: len(gray)], feat.transform(replicated), atol=1e-5)
+    # Raw pixels keep their own channels, so the cache key of a grey image never changes.
+    raws = [
+        r
+        for raw, _ in as_image_source(mixed).batches(4, image_size=(8, 8), with_raw=True)
+        for r in raw
+    ]
+    assert [r.shape[-1] for r in raws] == [1] * len(gray) + [3, 3]
+
+
+def test_transform_accepts_the_other_channel_count_by_default(gray, rgb):
+    """A model fitted on grey images refused an RGB image at predict (needs channels=)."""
+    feat = BackboneFeaturizer(**FEAT).fit(gray)
+    assert feat.channels == "convert" and feat.n_input_channels_ == 1
+    assert feat.transform(rgb).shape == (len(rgb), feat.n_channels_[0])
+    replicated = np.repeat(gray[..., np.newaxis], 3, axis=-1)
+    np.testing.assert_allclose(feat.transform(replicated), feat.transform(gray), atol=1e-6)
+    coloured = CAETransferFeaturizer(**FAST_CAE, layer="blocks.1").fit(rgb)
+    assert coloured.transform(gray).shape[0] == len(gray)
+
+
+def test_strict_channels_refuse_a_mix_and_another_channel_count(tmp_path, gray, rgb):
+    paths = _mixed_files(tmp_path)
+    with pytest.raises(ValueError, match=r"mixed channel counts.*rgb\.png.*'strict'"):
+        as_image_source(paths, channels="strict")
+    with pytest.raises(ValueError, match=r"channels must be 'convert' or 'strict'"):
+        as_image_source(paths, channels="rgb")
+    strict = BackboneFeaturizer(**FEAT, channels="strict")
+    with pytest.raises(ValueError, match=r"mixed channel counts"):
+        strict.fit(paths)
+    strict.fit(gray)
+    with pytest.raises(ValueError, match=r"3-channel images.*fitted on 1-channel.*'strict'"):
+        strict.transform(rgb)
+    with pytest.raises(ValueError, match=r"channels"):
+        BackboneFeaturizer(**FEAT, channels="rgb").fit(gray)
+
+
+# ---------------------------------------------------------------- DICOM's own window
+def _windowed_dicom(path: Path, stored, *, center, width, mono="2", function=None):
+    import pydicom
+
+    _write_dicom(path, stored, mono=mono)
+    ds = pydicom.dcmread(path)
+    ds.WindowCenter, ds.WindowWidth = center, width
+    if function:
+        ds.VOILUTFunction = function
+    ds.save_as(path)
+    return str(path)
+
+
+def test_dicom_window_applies_the_files_own_window(tmp_path):
+    """intensity="auto" min-max scaled each DICOM and ignored the window in its header."""
+    rng = np.random.default_rng(11)
+    stored = rng.integers(0, 3000, size=(3, 16, 20)).astype(np.uint16)
+    hu = stored.astype(np.float64) - 1024  # intercept -1024
+    center, width = 40.0, 400.0  # soft tissue
+    paths = [
+        _windowed_dicom(tmp_path / f"ct{i}.dcm", s, center=center, width=width)
+        for i, s in enumerate(stored)
+    ]
+    # DICOM PS3.3 C.11.2.1.2.1 (LINEAR), to [0, 1].
+    expected = np.clip((hu - (center - 0.5)) / (width - 1) + 0.5, 0, 1)
+    windowed = read_image(paths[0], window=True)
+    assert windowed.dtype == np.float32 and windowed.shape == (16, 20, 1)
+    np.testing.assert_allclose(windowed[..., 0], expected[0], atol=1e-6)
+    np.testing.assert_allclose(read_image(paths[0])[..., 0], hu[0])  # unchanged without it
+
+    feat = BackboneFeaturizer(**FEAT, intensity="dicom_window").fit(paths)
+    from_header = feat.transform(paths)
+    np.testing.assert_allclose(from_header, feat.transform(expected), atol=1e-5)
+    low, high = center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2
+    same_window = BackboneFeaturizer(**FEAT, intensity=(low, high)).fit(paths)
+    np.testing.assert_allclose(same_window.transform(paths), from_header, atol=1e-5)
+    auto = BackboneFeaturizer(**FEAT).fit(paths).transform(paths)
+    assert not np.allclose(auto, from_header, atol=1e-3)
+
+
+def test_dicom_window_monochrome1_sigmoid_and_several_windows(tmp_path):
+    stored = (np.arange(48, dtype=np.uint16).reshape(6, 8) * 60).astype(np.uint16)
+    hu = stored.astype(np.float64) - 1024
+    linear = np.clip((hu - (99.5)) / 799 + 0.5, 0, 1)
+    inverted = read_image(
+        _windowed_dicom(tmp_path / "m1.dcm", stored, center=100, width=800, mono="1"),
+        window=True,
+    )
+    np.testing.assert_allclose(inverted[..., 0], 1 - linear, atol=1e-6)
+    first = read_image(
+        _windowed_dicom(tmp_path / "two.dcm", stored, center=[100, 900], width=[800, 50]),
+        window=True,
+    )
+    np.testing.assert_allclose(first[..., 0], linear, atol=1e-6)
+    sigmoid = read_image(
+        _windowed_dicom(tmp_path / "s.dcm", stored, center=0, width=500, function="SIGMOID"),
+        window=True,
+    )
+    np.testing.assert_allclose(sigmoid[..., 0], 1 / (1 + np.exp(-4 * hu / 500)), atol=1e-6)
+
+
+def test_dicom_window_applies_a_voi_lut_sequence(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset
+
+    stored = np.arange(40, dtype=np.uint16).reshape(5, 8) * 3  # 0 ... 117
+    path = tmp_path / "lut.dcm"
+    _write_dicom(path, stored, intercept=0)
+    ds = pydicom.dcmread(path)
+    lut = (np.linspace(0, 1, 64) ** 0.5 * 4095).astype(np.uint16)  # 12-bit gamma curve
+    item = Dataset()
+    item.add_new(0x00283002, "US", [64, 10, 12])  # LUTDescriptor: 64 entries from 10, 12 bits
+    item.add_new(0x00283006, "US", lut.tolist())  # LUTData
+    ds.VOILUTSequence = [item]
+    ds.WindowCenter, ds.WindowWidth = 0, 10  # a LUT wins over a window, as in pydicom
+    ds.save_as(path)
+    expected = lut[np.clip(stored.astype(int) - 10, 0, 63)] / 4095
+    np.testing.assert_allclose(read_image(path, window=True)[..., 0], expected, atol=1e-6)
+
+
+def test_dicom_window_falls_back_to_auto_without_a_window(tmp_path, gray):
+    stored = np.random.default_rng(12).integers(0, 3000, size=(2, 12, 12)).astype(np.uint16)
+    plain = [_write_dicom(tmp_path / f"p{i}.dcm", s) for i, s in enumerate(stored)]
+    pngs = _save(gray, tmp_path / "png")
+    for X in (plain, pngs, gray):
+        by_header = BackboneFeaturizer(**FEAT, intensity="dicom_window").fit(X).transform(X)
+        np.testing.assert_allclose(
+            by_header, BackboneFeaturizer(**FEAT).fit(X).transform(X), atol=1e-6
+        )
