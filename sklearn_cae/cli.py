@@ -5,6 +5,11 @@ name (read from ``$MEDMNIST_ROOT`` offline), or an ``.npz`` file with ``images``
 ``labels`` arrays (and optionally ``class_names``). Heavy imports happen inside the
 commands, so ``--help`` answers at once.
 
+Results go to standard output; progress (a line per step, fold and method, and tqdm
+bars when standard error is a terminal), warnings and errors to standard error, each
+warning and error on one line. ``-q`` silences progress, ``-v`` adds the featurizers'
+own bars and the auto-encoder's epoch table (colour codes only on a terminal).
+
 Files are written atomically: a model or CSV is written to a temporary file in the
 destination folder and renamed over the destination only once complete, so a full
 disk, a file-size limit or Ctrl-C never leaves a truncated file in place of a good one.
@@ -17,10 +22,12 @@ import contextlib
 import csv
 import inspect
 import os
+import re
 import stat
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +48,43 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         # One clear line instead of argparse's usage block.
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ---------------------------------------------------------------------- progress
+_ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _Progress:
+    """Progress on standard error: lines (unless quiet) and tqdm bars (on a terminal)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            from tqdm.auto import tqdm
+
+            tqdm.write(text, file=sys.stderr)  # above any bar on screen
+
+    def bar(self, iterable, **kwargs):
+        from tqdm.auto import tqdm
+
+        # disable=None: tqdm draws nothing when standard error is not a terminal.
+        return tqdm(iterable, file=sys.stderr, disable=True if self.quiet else None, **kwargs)
+
+
+def _epoch_table_line(text: str) -> None:
+    """skorch's epoch table, without its colour codes unless stdout is a terminal."""
+    print(text if sys.stdout.isatty() else _ANSI_CODES.sub("", text), flush=True)
+
+
+def _warning_printer(prog: str):
+    """A ``warnings.showwarning`` printing one line per warning, like errors."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"{prog}: warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+    return show
 
 
 # ------------------------------------------------------------------------ data
@@ -160,6 +204,11 @@ def _load_medmnist(name: str, split: str):
     return images, np.asarray([label_names[str(label)] for label in labels])
 
 
+def _take(X, index):
+    """Rows ``index`` of a list of paths or of an array of images."""
+    return [X[i] for i in index] if isinstance(X, list) else X[index]
+
+
 def _subsample(X, y, max_images: int | None, random_state: int):
     if max_images is None or max_images >= len(y):
         return X, y
@@ -168,8 +217,13 @@ def _subsample(X, y, max_images: int | None, random_state: int):
     index = np.arange(len(y))
     keep, _ = train_test_split(index, train_size=max_images, stratify=y, random_state=random_state)
     keep = np.sort(keep)
-    X = [X[i] for i in keep] if isinstance(X, list) else X[keep]
-    return X, y[keep]
+    return _take(X, keep), y[keep]
+
+
+def _class_counts(y) -> str:
+    """``'a' (12), 'b' (30)``: the classes as the classifier will see them."""
+    classes, counts = np.unique(y, return_counts=True)
+    return ", ".join(f"{str(c)!r} ({n})" for c, n in zip(classes, counts, strict=True))
 
 
 def _image_files(arguments: list[str]) -> list[str]:
@@ -266,7 +320,7 @@ def _new_file_mode(path: Path) -> int:
 def _featurizer_params(args, cls) -> dict:
     names = (
         *("backbone", "layer", "layer_sizes", "bottleneck", "sparsity"),
-        *("image_size", "max_epochs", "batch_size", "device"),
+        *("image_size", "max_epochs", "batch_size", "device", "intensity", "cache"),
     )
     accepted = inspect.signature(cls).parameters
     params = {n: getattr(args, n) for n in names if n in accepted and getattr(args, n) is not None}
@@ -275,25 +329,82 @@ def _featurizer_params(args, cls) -> dict:
     if "random_state" in accepted:
         params["random_state"] = args.random_state
     params["verbose"] = args.verbose
+    if args.verbose and "cae_params" in accepted:
+        params["cae_params"] = {"callbacks__print_log__sink": _epoch_table_line}
     return params
 
 
-def _pipelines(args) -> dict:
+def _classifier(y=None):
+    """SVC; given the labels ``y``, one with class probabilities where they can be had.
+
+    Probabilities come from Platt scaling fitted on cross-validated SVC scores
+    (scikit-learn's replacement for ``SVC(probability=True)``); the features are
+    computed once, only the SVC is refitted per calibration fold.
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import SVC
+
+    svc = SVC(class_weight="balanced")
+    if y is None:
+        return svc
+    smallest = int(np.unique(y, return_counts=True)[1].min())
+    if smallest < 2:
+        warnings.warn(
+            "a class has a single image, too few to calibrate probabilities: the model "
+            "gives decision scores instead",
+            UserWarning,
+            stacklevel=2,
+        )
+        return svc
+    return CalibratedClassifierCV(svc, cv=min(5, smallest), ensemble=False)
+
+
+def _pipelines(args, y=None) -> dict:
+    """The pipelines the commands fit: each featurizer + StandardScaler + SVC.
+
+    With the labels ``y``, the SVC also gives class probabilities (see ``_classifier``).
+    """
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
 
     from .featurizer import BackboneFeaturizer, CAETransferFeaturizer
 
     def pipeline(cls):
-        return make_pipeline(
-            cls(**_featurizer_params(args, cls)), StandardScaler(), SVC(class_weight="balanced")
-        )
+        featurizer = cls(**_featurizer_params(args, cls))
+        return make_pipeline(featurizer, StandardScaler(), _classifier(y))
 
     return {
         "CAETransferFeaturizer": pipeline(CAETransferFeaturizer),
         "BackboneFeaturizer": pipeline(BackboneFeaturizer),
     }
+
+
+def _featurizers(model) -> list:
+    """The sklearn-cae featurizers inside a model: pipelines, searches and wrappers."""
+    from .featurizer import BackboneFeaturizer, CAETransferFeaturizer
+
+    if isinstance(model, BackboneFeaturizer | CAETransferFeaturizer):
+        return [model]
+    found = []
+    for _, step in getattr(model, "steps", []):
+        if hasattr(step, "get_params"):
+            found += _featurizers(step)
+    for attr in ("best_estimator_", "estimator"):  # fitted searches, FrozenEstimator
+        inner = getattr(model, attr, None)
+        if hasattr(inner, "get_params"):
+            found += _featurizers(inner)
+    return found
+
+
+# Settings of one run, not of the model: a saved model gets the featurizer's defaults.
+_RUN_SETTINGS = {"device": "auto", "cache": None, "verbose": 0, "cae_params": None}
+
+
+def _for_saving(pipe):
+    for featurizer in _featurizers(pipe):
+        accepted = featurizer.get_params(deep=False)
+        featurizer.set_params(**{k: v for k, v in _RUN_SETTINGS.items() if k in accepted})
+    return pipe
 
 
 # --------------------------------------------------------------------- commands
@@ -318,11 +429,22 @@ def _indices_in(data):
         raise type(exc)(message) from None
 
 
+def _check_cache_option(args) -> None:
+    if getattr(args, "cache", None) is not None:
+        from .cache import check_cache
+
+        check_cache(args.cache)  # a bad folder fails now, not after loading data
+
+
 def _evaluate(args) -> None:
-    from sklearn.model_selection import StratifiedKFold, cross_validate
+    from sklearn.base import clone
+    from sklearn.metrics import get_scorer
+    from sklearn.model_selection import StratifiedKFold
 
     from .images import as_image_source
 
+    progress = _Progress(args.quiet)
+    _check_cache_option(args)
     data, labels = load_data(args.data, args.split)
     X, y = _subsample(data, labels, args.max_images, args.random_state)
     classes, counts = np.unique(y, return_counts=True)
@@ -338,20 +460,33 @@ def _evaluate(args) -> None:
     with _indices_in(data):
         as_image_source(X)  # headers and pixel checks once, numbered as in DATA
     second = ("roc_auc", "ROC AUC") if len(classes) == 2 else ("f1_macro", "macro F1")
-    scoring = {"bacc": "balanced_accuracy", "second": second[0]}
-    cv = StratifiedKFold(args.folds, shuffle=True, random_state=args.random_state)
+    scorers = {"bacc": get_scorer("balanced_accuracy"), "second": get_scorer(second[0])}
+    folds = list(
+        StratifiedKFold(args.folds, shuffle=True, random_state=args.random_state).split(X, y)
+    )
     print(
         f"{args.data}: {len(y)} images, {len(classes)} classes, {args.folds}-fold CV, "
         "features + StandardScaler + SVC",
         flush=True,
     )
+    print(f"classes: {_class_counts(y)}", flush=True)
     rows = []
     for name, pipe in _pipelines(args).items():
-        start = time.perf_counter()
-        with _indices_in(data):
-            scores = cross_validate(pipe, X, y, cv=cv, scoring=scoring, error_score="raise")
+        start, scores = time.perf_counter(), {"bacc": [], "second": []}
+        for k, (train, test) in enumerate(progress.bar(folds, desc=name, unit="fold"), 1):
+            fold_start = time.perf_counter()
+            with _indices_in(data):
+                model = clone(pipe).fit(_take(X, train), y[train])
+                X_test = _take(X, test)
+                for key, scorer in scorers.items():
+                    scores[key].append(scorer(model, X_test, y[test]))
+            progress.line(
+                f"{name}: fold {k}/{len(folds)}: balanced acc. {scores['bacc'][-1]:.3f}, "
+                f"{second[1]} {scores['second'][-1]:.3f} "
+                f"({time.perf_counter() - fold_start:.1f} s)"
+            )
         seconds = time.perf_counter() - start
-        rows.append((name, scores["test_bacc"], scores["test_second"], seconds))
+        rows.append((name, np.array(scores["bacc"]), np.array(scores["second"]), seconds))
     header = f"| {'features':<21} | {'balanced acc.':>13} | {second[1]:>13} | {'seconds':>7} |"
     print(header)
     print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
@@ -365,18 +500,24 @@ def _evaluate(args) -> None:
 def _fit(args) -> None:
     import joblib
 
+    progress = _Progress(args.quiet)
+    _check_cache_option(args)
     data, labels = load_data(args.data, args.split)
     X, y = _subsample(data, labels, args.max_images, args.random_state)
     if len(np.unique(y)) < 2:
         raise _CLIError("DATA has a single class; a classifier needs two or more")
     inputs = [args.data, *(X if isinstance(X, list) else [])]
     output = _check_output(args.output, inputs, "model")  # before the long fit
-    pipe = _pipelines(args)["CAETransferFeaturizer"]
+    pipe = _pipelines(args, y)["CAETransferFeaturizer"]
+    progress.line(
+        f"fitting CAETransferFeaturizer + StandardScaler + SVC on {len(y)} images of "
+        f"classes {_class_counts(y)}"
+    )
     start = time.perf_counter()
     with _indices_in(data):
         pipe.fit(X, y)
     with _atomic_output(output) as file:
-        joblib.dump(pipe, file)
+        joblib.dump(_for_saving(pipe), file)
     print(
         f"fitted on {len(y)} images, classes {[str(c) for c in pipe.classes_]}, in "
         f"{time.perf_counter() - start:.1f} s; saved to {args.output}"
@@ -400,14 +541,56 @@ def _load_model(path: str):
     return model
 
 
+def _set_run_options(model, args) -> None:
+    """--device, --cache and -v / -q on the featurizers of a loaded model."""
+    featurizers = _featurizers(model)
+    options = {"device": args.device, "cache": args.cache}
+    given = {k: v for k, v in options.items() if v is not None}
+    if given and not featurizers:
+        names = ", ".join(f"--{k}" for k in given)
+        raise _CLIError(f"{names} need(s) a model holding an sklearn-cae featurizer")
+    # Bars over the backbone batches: by default on a terminal, always with -v.
+    verbose = 1 if args.verbose or (not args.quiet and sys.stderr.isatty()) else 0
+    for featurizer in featurizers:
+        featurizer.set_params(**given, verbose=verbose)
+
+
+def _class_scores(model, X):
+    """Predicted labels and per-class scores, featurizing ``X`` once.
+
+    Returns ``(labels, kind, classes, scores)``: ``kind`` is "proba" (predict_proba),
+    "score" (decision_function) or None when the classifier has neither.
+    """
+    steps = getattr(model, "steps", None)
+    if steps and len(steps) > 1:  # a Pipeline: the features once, then the classifier
+        X, model = model[:-1].transform(X), model[-1]
+    labels = model.predict(X)
+    classes = np.asarray(getattr(model, "classes_", []))
+    if hasattr(model, "predict_proba"):
+        return labels, "proba", classes, model.predict_proba(X)
+    if hasattr(model, "decision_function"):
+        scores = np.asarray(model.decision_function(X))
+        if scores.ndim == 1:  # binary: the score of classes_[1]
+            return labels, "score", classes[1:], scores[:, np.newaxis]
+        return labels, "score", classes, scores
+    return labels, None, classes[:0], np.empty((len(labels), 0))
+
+
 def _predict(args) -> None:
+    progress = _Progress(args.quiet)
     files = _image_files(args.images)
     output = None
     if args.output is not None:
         output = _check_output(args.output, [args.model, *files], "CSV")
+    _check_cache_option(args)
     model = _load_model(args.model)
-    predictions = model.predict(files)
-    rows = [["path", "prediction"], *zip(files, map(str, predictions), strict=True)]
+    _set_run_options(model, args)
+    progress.line(f"predicting {len(files)} images with {args.model}")
+    labels, kind, classes, scores = _class_scores(model, files)
+    header = ["path", "prediction", *(f"{kind}_{c}" for c in classes)]
+    rows = [header]
+    for path, label, row in zip(files, labels, scores, strict=True):
+        rows.append([path, str(label), *(f"{v:.6g}" for v in row)])
     if output is None:
         csv.writer(sys.stdout).writerows(rows)
         return
@@ -416,7 +599,8 @@ def _predict(args) -> None:
         output, "w", newline="", encoding="utf-8", errors="surrogateescape"
     ) as file:
         csv.writer(file).writerows(rows)
-    print(f"wrote {len(files)} predictions to {args.output}", file=sys.stderr)
+    what = {"proba": " and class probabilities", "score": " and decision scores"}.get(kind, "")
+    progress.line(f"wrote {len(files)} predictions{what} to {args.output}")
 
 
 def _demo(args) -> None:
@@ -445,6 +629,48 @@ def _folds(text: str) -> int:
     if value < 2:
         raise argparse.ArgumentTypeError(f"needs at least 2 folds, got {text!r}")
     return value
+
+
+_INTENSITY_NAMES = ("auto", "minmax", "dtype", "dicom_window")
+
+
+def _intensity(text: str):
+    """A policy name, or ``LOW,HIGH`` (a window such as a CT window in HU)."""
+    if text in _INTENSITY_NAMES:
+        return text
+    parts = text.split(",")
+    try:
+        window = tuple(float(part) for part in parts)
+    except ValueError:
+        window = ()
+    if len(window) == 2:
+        from .images import check_intensity
+
+        try:
+            return check_intensity(window)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(
+        f"expected {', '.join(_INTENSITY_NAMES)} or a window LOW,HIGH with LOW < HIGH "
+        f"(e.g. -1000,400), got {text!r}"
+    )
+
+
+def _join_option_values(argv: list[str]) -> list[str]:
+    """``--intensity -1000,400`` as ``--intensity=-1000,400``.
+
+    argparse takes a value starting with "-" for an option unless it is a plain
+    negative number, and a CT window starts with one.
+    """
+    joined, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--intensity" and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            joined.append(f"--intensity={argv[i + 1]}")
+            i += 2
+        else:
+            joined.append(argv[i])
+            i += 1
+    return joined
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -488,12 +714,39 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image-size", type=_positive_int, metavar="PIXELS", help="resize to this")
     group.add_argument("--max-epochs", type=_positive_int, metavar="N", help="CAE training epochs")
     group.add_argument("--batch-size", type=_positive_int, metavar="N", help="images per batch")
-    group.add_argument("--device", help="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'")
+    group.add_argument(
+        "--intensity",
+        type=_intensity,
+        metavar="POLICY",
+        help="pixel values to [0, 1]: auto, minmax, dtype, dicom_window (each DICOM file's "
+        "own window) or a window LOW,HIGH such as a CT window in HU, e.g. "
+        "'--intensity -1000,400' (see docs/inputs.md)",
+    )
     group.add_argument(
         "--random-state", type=int, default=0, metavar="SEED", help="seed (default: %(default)s)"
     )
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Where and how a command runs; never stored in a saved model."""
+    group = parser.add_argument_group("run options")
+    group.add_argument("--device", help="'auto' (CUDA when available), 'cpu' or 'cuda[:N]'")
     group.add_argument(
-        "-v", "--verbose", action="count", default=0, help="show progress bars and epoch tables"
+        "--cache",
+        metavar="DIR",
+        help="folder keeping each image's backbone maps between runs, folds and methods "
+        "(see docs/caching.rst)",
+    )
+    loudness = group.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="also the featurizers' progress bars and the auto-encoder's epoch table",
+    )
+    loudness.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress, only results and errors"
     )
 
 
@@ -515,20 +768,25 @@ def build_parser(prog: str = "sklearn-cae") -> argparse.ArgumentParser:
         "evaluate",
         help="cross-validate CAE features against transfer-learned features",
         description="Cross-validate features + StandardScaler + SVC for CAETransferFeaturizer "
-        "and the BackboneFeaturizer baseline, and print balanced accuracy, ROC AUC (two "
-        "classes) or macro F1 (more), and seconds.",
+        "and the BackboneFeaturizer baseline, and print the classes with their image counts, "
+        "then balanced accuracy, ROC AUC (two classes) or macro F1 (more), and seconds. A "
+        "progress line per method and fold goes to standard error.",
     )
     _add_data_options(evaluate)
     evaluate.add_argument(
         "--folds", type=_folds, default=5, help="cross-validation folds (default: %(default)s)"
     )
     _add_model_options(evaluate)
+    _add_run_options(evaluate)
 
     fit = commands.add_parser(
         "fit",
         help="fit CAE features + SVC on DATA and save the model",
         description="Fit CAETransferFeaturizer + StandardScaler + SVC on all of DATA and save "
-        "the pipeline with joblib; it predicts class names.",
+        "the pipeline with joblib; it predicts class names and class probabilities (Platt "
+        "scaling on cross-validated SVC scores: CalibratedClassifierCV(SVC(), "
+        "ensemble=False)). Run options (--device, --cache, -v, -q) are not saved with the "
+        "model.",
     )
     _add_data_options(fit)
     fit.add_argument(
@@ -540,12 +798,15 @@ def build_parser(prog: str = "sklearn-cae") -> argparse.ArgumentParser:
         "once the new model is completely written",
     )
     _add_model_options(fit)
+    _add_run_options(fit)
 
     predict = commands.add_parser(
         "predict",
         help="predict the class of image files with a saved model",
-        description="Load a model saved by 'fit' and write one CSV row (path, prediction) per "
-        "image. Folders are searched recursively for image files.",
+        description="Load a model saved by 'fit' and write one CSV row per image: path, "
+        "prediction, and one column per class: proba_<class> when the model has "
+        "predict_proba (models from 'fit' do), else decision scores score_<class> (one "
+        "column for two classes). Folders are searched recursively for image files.",
         epilog="Security: MODEL is a pickle (joblib) file, and loading a pickle runs code "
         "stored in it. Only load model files you created or trust, as with any "
         "scikit-learn model.",
@@ -557,6 +818,7 @@ def build_parser(prog: str = "sklearn-cae") -> argparse.ArgumentParser:
     predict.add_argument(
         "-o", "--output", metavar="CSV", help="CSV file to write (default: standard output)"
     )
+    _add_run_options(predict)
 
     demo = commands.add_parser(
         "demo",
@@ -588,9 +850,12 @@ def main(argv: list[str] | None = None, prog: str = "sklearn-cae") -> int:
         0 on success, 1 on an error (printed as one line on standard error), 2 on a
         usage error.
     """
-    args = build_parser(prog).parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(prog).parse_args(_join_option_values(argv))
     try:
-        _COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(prog)
+            _COMMANDS[args.command](args)
     except (_CLIError, FileNotFoundError, ImportError, ValueError, TypeError, OSError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)

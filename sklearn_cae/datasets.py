@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ IMAGE_EXTENSIONS = (
     ".dcm",
     ".dicom",
 )
+# Folder names that mean a data split, not a class: a root holding train/ and val/.
+_SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing", "dev"}
 _MEDMNIST_SIZES = (28, 64, 128, 224)
 _DOWNLOAD_TIMEOUT_S = 30
 
@@ -37,7 +40,9 @@ def load_image_folder(
     ``path/<class>/**/<file>``: classes are the sub-folders of ``path``, sorted; files
     are found recursively (following links), in sorted order, by their extension
     (case-insensitive). Nothing is decoded: pass the paths straight to a featurizer,
-    which reads them lazily in batches.
+    which reads them lazily in batches. Class folders named like data splits
+    (``train``, ``val``, ``test``, ...) give a warning: ``path`` is then most likely a
+    data set's root, whose splits would be taken for classes.
 
     Parameters
     ----------
@@ -61,6 +66,11 @@ def load_image_folder(
         When ``path`` is a file.
     ValueError
         When ``path`` is an empty string (which would mean the working directory).
+
+    Warns
+    -----
+    UserWarning
+        When class folders are named like data splits.
     """
     from torchvision.datasets.folder import find_classes, make_dataset
 
@@ -74,10 +84,26 @@ def load_image_folder(
             f"{str(root)!r} is a file; load_image_folder needs a folder of class sub-folders."
         )
     class_names, class_to_idx = find_classes(root)  # raises when there are none
+    _warn_if_splits(root, class_names)
     samples = make_dataset(root, class_to_idx, extensions=tuple(e.lower() for e in extensions))
     paths = np.asarray([p for p, _ in samples], dtype=str)
     labels = np.asarray([label for _, label in samples], dtype=np.int64)
     return paths, labels, list(class_names)
+
+
+def _warn_if_splits(root: Path, class_names: list[str]) -> None:
+    splits = [name for name in class_names if name.lower() in _SPLIT_NAMES]
+    if not splits:
+        return
+    train = [name for name in splits if name.lower().startswith("train")]
+    example = root / (train or splits)[0]
+    warnings.warn(
+        f"The class folders {splits} of {str(root)!r} are named like data splits, not "
+        f"classes: is this a data set's root? Point at one split, e.g. {str(example)!r}, "
+        "whose sub-folders are the classes.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _offline() -> bool:

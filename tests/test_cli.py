@@ -19,10 +19,12 @@ TINY_CAE = [*TINY, "--layer-sizes", "16", "--bottleneck", "8"]
 
 
 def _one_error_line(capsys, prog="sklearn-cae") -> str:
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith(f"{prog}") and "error:" in err
-    return err
+    """The error: one line, the last on stderr (progress lines may come before it)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if "error:" in line]
+    assert len(errors) == 1 and lines[-1] == errors[0], lines
+    assert errors[0].startswith(f"{prog}")
+    return errors[0]
 
 
 @pytest.fixture
@@ -43,9 +45,27 @@ def test_help_lists_every_command(capsys):
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
-        ("evaluate", ["DATA", "--folds", "--max-images", "--image-size", "MedMNIST", ".npz"]),
-        ("fit", ["DATA", "--output", "--backbone", "--layer-sizes", "--bottleneck"]),
-        ("predict", ["MODEL", "IMAGES", "--output", "CSV"]),
+        (
+            "evaluate",
+            [
+                *("DATA", "--folds", "--max-images", "--image-size", "MedMNIST", ".npz"),
+                *("--intensity", "dicom_window", "--device", "--cache", "--quiet", "--verbose"),
+            ],
+        ),
+        (
+            "fit",
+            [
+                *("DATA", "--output", "--backbone", "--layer-sizes", "--bottleneck"),
+                *("--intensity", "--device", "--cache", "--quiet", "probabilities"),
+            ],
+        ),
+        (
+            "predict",
+            [
+                *("MODEL", "IMAGES", "--output", "CSV", "proba_<class>", "score_<class>"),
+                *("--device", "--cache", "--quiet", "--verbose"),
+            ],
+        ),
         ("demo", ["--dataset", "--folds"]),
     ],
 )
@@ -84,6 +104,11 @@ def test_module_and_console_script_entry_points():
         ["fit", "breastmnist"],
         ["fit", "breastmnist", "-o", "m.joblib", "--layer-sizes", "16,-2"],
         ["predict", "model.joblib"],
+        ["evaluate", "breastmnist", "--intensity", "400,-1000"],
+        ["evaluate", "breastmnist", "--intensity", "hounsfield"],
+        ["evaluate", "breastmnist", "--intensity", "-1000"],
+        ["evaluate", "breastmnist", "-q", "-v"],
+        ["predict", "model.joblib", "x.png", "--intensity", "auto"],  # the model's own
     ],
 )
 def test_usage_errors_exit_2_with_one_line(capsys, argv):
@@ -185,21 +210,31 @@ def test_evaluate_medmnist_prints_a_table(capsys, medmnist_root, monkeypatch):
     monkeypatch.setenv("MEDMNIST_ROOT", str(medmnist_root))
     argv = ["evaluate", "breastmnist", "--max-images", "24", "--folds", "2", *TINY_CAE]
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "24 images, 2 classes, 2-fold CV" in out and "ROC AUC" in out
+    assert "classes: 'malignant' (6), 'normal, benign' (18)" in out
     rows = _table_rows(out)
     assert set(rows) == {"CAETransferFeaturizer", "BackboneFeaturizer"}
     for bacc, auc, seconds in rows.values():
         assert 0 <= bacc <= 1 and 0 <= auc <= 1 and seconds > 0
+    # Progress by default: a line per method and fold on stderr; no bar, no colour codes
+    # and no carriage returns when stderr is not a terminal.
+    lines = captured.err.strip().splitlines()
+    for name in ("CAETransferFeaturizer", "BackboneFeaturizer"):
+        for fold in (1, 2):
+            assert any(line.startswith(f"{name}: fold {fold}/2: balanced acc.") for line in lines)
+    assert "\x1b[" not in captured.err and "\r" not in captured.err
 
 
 def test_evaluate_multiclass_npz_reports_macro_f1(capsys, covid_root):
     npz = covid_root / "covid19_xray.npz"
-    argv = ["evaluate", str(npz), "--max-images", "24", "--folds", "2", *TINY_CAE]
+    argv = ["evaluate", str(npz), "--max-images", "24", "--folds", "2", "-q", *TINY_CAE]
     assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "3 classes" in out and "macro F1" in out
-    assert len(_table_rows(out)) == 2
+    captured = capsys.readouterr()
+    assert "3 classes" in captured.out and "macro F1" in captured.out
+    assert len(_table_rows(captured.out)) == 2
+    assert captured.err == ""  # -q: results only
 
 
 def test_fit_then_predict_on_an_image_folder(capsys, covid_folder, tmp_path):
@@ -218,14 +253,21 @@ def test_fit_then_predict_on_an_image_folder(capsys, covid_folder, tmp_path):
     with open(table, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["path"] for row in rows] == [str(p) for p in images]
-    assert {row["prediction"] for row in rows} <= {"Covid", "Normal", "Viral_Pneumonia"}
+    classes = ["Covid", "Normal", "Viral_Pneumonia"]
+    assert {row["prediction"] for row in rows} <= set(classes)
+    # Class probabilities, one column per class, summing to one.
+    for row in rows:
+        probabilities = [float(row[f"proba_{c}"]) for c in classes]
+        assert all(0 <= p <= 1 for p in probabilities)
+        assert sum(probabilities) == pytest.approx(1, abs=1e-4)
 
     # A folder expands to the image files under it; without -o the CSV goes to stdout.
     capsys.readouterr()
     assert main(["predict", str(model), str(covid_folder / "val" / "Covid")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     n_files = len(list((covid_folder / "val" / "Covid").glob("*")))
-    assert lines[0] == "path,prediction" and len(lines) == 1 + n_files
+    assert lines[0] == "path,prediction,proba_Covid,proba_Normal,proba_Viral_Pneumonia"
+    assert len(lines) == 1 + n_files
 
     assert main(["predict", str(model), str(tmp_path / "missing.png")]) == 1
     assert "no such image file" in _one_error_line(capsys)
@@ -443,3 +485,189 @@ def test_predict_help_warns_that_models_are_pickles(capsys):
         main(["predict", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "pickle" in out and "runs code" in out and "trust" in out
+
+
+# ------------------------------------------------------------ issue 13: real work
+def _mixed_class_folder(root: Path) -> Path:
+    """Two classes of grey, RGB, RGBA, grey + alpha, palette and CMYK files."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for c, name in enumerate(("a", "b")):
+        folder = root / "mixed" / name
+        folder.mkdir(parents=True)
+        for i in range(6):
+            grey = rng.integers(0, 256, (30 + 2 * i, 34), dtype=np.uint8) // (1 + 2 * c)
+            rgb = np.dstack([grey, grey // 2, 255 - grey])
+            images = {
+                "grey.png": Image.fromarray(grey),
+                "rgb.png": Image.fromarray(rgb),
+                "rgba.png": Image.fromarray(np.dstack([rgb, grey]), "RGBA"),
+                "grey_alpha.png": Image.merge("LA", [Image.fromarray(grey)] * 2),
+                "palette.png": Image.fromarray(rgb).convert("P"),
+                "cmyk.jpg": Image.fromarray(rgb).convert("CMYK"),
+            }
+            kind = list(images)[i]
+            images[kind].save(folder / f"{i}_{kind}")
+    return root / "mixed"
+
+
+def test_mixed_image_folder_through_evaluate_fit_and_predict(tmp_path, capsys):
+    """One RGB PNG among grey images was refused ("mixed channel counts")."""
+    folder = _mixed_class_folder(tmp_path)
+    assert main(["evaluate", str(folder), "--folds", "2", *TINY_CAE]) == 0
+    out = capsys.readouterr().out
+    assert "12 images, 2 classes" in out and "classes: 'a' (6), 'b' (6)" in out
+    assert len(_table_rows(out)) == 2
+
+    model = tmp_path / "model.joblib"
+    assert main(["fit", str(folder), "-o", str(model), *TINY_CAE]) == 0
+    import joblib
+
+    assert joblib.load(model)[0].n_input_channels_ == 3
+    table = tmp_path / "all.csv"
+    assert main(["predict", str(model), str(folder), "-o", str(table)]) == 0
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12 and set(rows[0]) == {"path", "prediction", "proba_a", "proba_b"}
+
+    # Grey only, or colour only, with a model fitted on the mix (needs channels="convert"
+    # in the featurizers: transform accepts another channel count than fit's).
+    capsys.readouterr()
+    for pattern in ("*grey*.png", "*rgb.png"):
+        files = [str(p) for p in sorted(folder.rglob(pattern))]
+        assert main(["predict", str(model), *files]) == 0, capsys.readouterr().err
+        assert len(capsys.readouterr().out.strip().splitlines()) == 1 + len(files)
+
+
+def _small_model(tmp_path, classifier, n_classes=2) -> Path:
+    """A saved featurizer + classifier pipeline (not from 'fit'), and its images."""
+    import joblib
+    from PIL import Image
+    from sklearn.pipeline import make_pipeline
+
+    from sklearn_cae import BackboneFeaturizer
+
+    rng = np.random.default_rng(2)
+    X = rng.integers(0, 256, (6 * n_classes, 16, 16), dtype=np.uint8)
+    y = np.repeat([f"c{k}" for k in range(n_classes)], 6)
+    X[y == "c1"] //= 3
+    pipe = make_pipeline(BackboneFeaturizer(image_size=32, layer="blocks.1"), classifier)
+    joblib.dump(pipe.fit(X, y), tmp_path / "own.joblib")
+    for i in range(3):
+        Image.fromarray(X[i]).save(tmp_path / f"x{i}.png")
+    return tmp_path / "own.joblib"
+
+
+@pytest.mark.parametrize(
+    ("n_classes", "columns"),
+    [(2, ["score_c1"]), (3, ["score_c0", "score_c1", "score_c2"])],
+    ids=["two classes", "three classes"],
+)
+def test_predict_writes_decision_scores_without_probabilities(n_classes, columns, tmp_path, capsys):
+    from sklearn.svm import SVC
+
+    model = _small_model(tmp_path, SVC(), n_classes)
+    images = [str(tmp_path / f"x{i}.png") for i in range(3)]
+    assert main(["predict", str(model), *images, "-q"]) == 0
+    captured = capsys.readouterr()
+    rows = list(csv.DictReader(captured.out.splitlines()))
+    assert list(rows[0]) == ["path", "prediction", *columns]
+    import joblib
+
+    expected = joblib.load(model).decision_function(images).reshape(3, -1)
+    got = np.array([[float(row[c]) for c in columns] for row in rows])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert captured.err == ""
+
+
+def test_intensity_option_reaches_the_model(tmp_path):
+    """--intensity -1000,400 (a CT window) must not be taken for an option."""
+    from sklearn_cae.cli import _join_option_values, build_parser
+
+    parser = build_parser()
+    for given, expected in [
+        (["--intensity", "-1000,400"], (-1000.0, 400.0)),
+        (["--intensity=-160,240"], (-160.0, 240.0)),
+        (["--intensity", "dicom_window"], "dicom_window"),
+        (["--intensity", "minmax"], "minmax"),
+    ]:
+        argv = _join_option_values(["evaluate", "breastmnist", *given])
+        assert parser.parse_args(argv).intensity == expected
+    model = tmp_path / "model.joblib"
+    data = _npz_data(tmp_path, images=np.random.default_rng(0).integers(-2000, 2000, (8, 16, 16)))
+    argv = ["fit", str(data), "-o", str(model), "--intensity", "-1000,400", "-q", *TINY_CAE]
+    assert main(argv) == 0
+    import joblib
+
+    assert joblib.load(model)[0].intensity == (-1000.0, 400.0)
+
+
+def test_run_options_apply_to_the_run_not_the_saved_model(tmp_path, capsys):
+    """--device, --cache and -v on every command; a saved model keeps none of them."""
+    import joblib
+
+    data, model = _npz_data(tmp_path), tmp_path / "model.joblib"
+    fit_cache, predict_cache = tmp_path / "fit_cache", tmp_path / "predict_cache"
+    argv = ["fit", str(data), "-o", str(model), "--device", "cpu", "--cache", str(fit_cache)]
+    assert main([*argv, "-v", *TINY_CAE]) == 0
+    out = capsys.readouterr().out
+    assert "train_loss" in out  # -v: the auto-encoder's epoch table ...
+    assert "\x1b[" not in out  # ... without colour codes, stdout not being a terminal
+    assert any(p.is_file() for p in fit_cache.rglob("*"))
+    featurizer = joblib.load(model)[0]
+    assert (featurizer.device, featurizer.cache, featurizer.verbose) == ("auto", None, 0)
+    assert featurizer.cae_params is None
+
+    from PIL import Image
+
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
+    argv = ["predict", str(model), str(image), "--device", "cpu", "--cache", str(predict_cache)]
+    assert main(argv) == 0
+    assert any(p.is_file() for p in predict_cache.rglob("*"))
+    assert "predicting 1 images" in capsys.readouterr().err
+    assert main(["predict", str(model), str(image), "--device", "tpu"]) == 1
+    assert "device" in _one_error_line(capsys)
+    assert main(["predict", str(model), str(image), "--cache", str(data / "sub")]) == 1
+    _one_error_line(capsys)
+
+
+def test_progress_is_silenced_by_quiet(tmp_path, capsys):
+    data, model = _npz_data(tmp_path), tmp_path / "model.joblib"
+    assert main(["fit", str(data), "-o", str(model), "-q", *TINY_CAE]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "saved to" in captured.out
+    assert main(["fit", str(data), "-o", str(model), *TINY_CAE]) == 0
+    err = capsys.readouterr().err
+    assert "fitting CAETransferFeaturizer" in err and "'0' (4), '1' (4)" in err
+
+
+def test_class_folders_named_like_splits_are_warned_about(tmp_path, capsys):
+    """evaluate on a data set's root took train/ and val/ for classes without a word."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / "root" / split / "benign").mkdir(parents=True)
+        for i in range(3):
+            image = np.full((8, 8), 40 * i, np.uint8)
+            Image.fromarray(image).save(tmp_path / "root" / split / "benign" / f"{i}.png")
+    assert main(["evaluate", str(tmp_path / "root"), "--folds", "5"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    warning = [line for line in lines if "warning:" in line]
+    assert len(warning) == 1 and "['train', 'val']" in warning[0]
+    assert "named like data splits" in warning[0] and str(tmp_path / "root" / "train") in warning[0]
+    assert "error:" in lines[-1]  # 3 images per class, fewer than 5 folds
+
+
+def test_a_class_of_one_image_gives_scores_and_a_warning(tmp_path, capsys):
+    data = _npz_data(tmp_path, labels=np.array([0] * 7 + [1]))
+    model = tmp_path / "model.joblib"
+    assert main(["fit", str(data), "-o", str(model), *TINY_CAE]) == 0
+    assert "too few to calibrate" in capsys.readouterr().err
+    from PIL import Image
+
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
+    assert main(["predict", str(model), str(image)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "path,prediction,score_1"

@@ -54,6 +54,23 @@ def test_load_image_folder_follows_the_imagefolder_convention(tmp_path):
     assert labels.tolist() == [0, 1, 1, 1]
 
 
+def test_class_folders_named_like_splits_warn(covid_root, tmp_path):
+    """A data set's root (train/, val/) silently gave two classes named after splits."""
+    import warnings
+
+    with pytest.warns(UserWarning, match=r"\['train', 'val'\].*named like data splits.*train'"):
+        _, _, classes = load_image_folder(covid_root / "images")
+    assert classes == ["train", "val"]
+    for name in ("Validation", "test"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / name / "x.png")
+    with pytest.warns(UserWarning, match=r"\['Validation', 'test'\].*Validation'"):
+        load_image_folder(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_image_folder(covid_root / "images" / "train")  # real classes: no warning
+
+
 def test_load_image_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_image_folder(tmp_path / "nowhere")
