@@ -12,6 +12,10 @@ Sections (all in one run, so that they share the machine's state):
    whole search <= 1.5x that of one fit + transform).
 4. Peak memory of ``fit`` for growing N, with and without a disk cache (goal: flat with
    the cache), and how the total time grows with N (goal: linear).
+5. The CAE's cost: default ``CAETransferFeaturizer().fit_transform`` against
+   ``BackboneFeaturizer().fit_transform`` on BreastMNIST's 546 training images (goal:
+   <= 4x), on a quiet machine and with two other CPU-bound torch processes running
+   beside them (goal: the CAE slows down no more than 1.5x as much as the baseline).
 
 Prints Markdown tables and writes them to ``benchmarks/results/speed.md``. The default
 run takes about 3 minutes on 2 quiet CPU cores (28 when they were heavily shared);
@@ -306,10 +310,14 @@ def main(argv=None) -> int:
     parser.add_argument("--rss-backbone", choices=["stand-in", "lite0"], default="stand-in")
     parser.add_argument("--out", default="benchmarks/results/speed.md")
     parser.add_argument(
-        "--sections", default="1234", help="which sections to run, e.g. 3 or 124 (default all)"
+        "--sections", default="12345", help="which sections to run, e.g. 3 or 125 (default all)"
     )
     parser.add_argument("--rss-child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--burn", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.burn:
+        _burn(args.burn)
+        return 0
     if args.rss_child:
         n, cached, size, backbone = args.rss_child
         _rss_child(int(n), bool(int(cached)), int(size), backbone)
@@ -342,6 +350,8 @@ def main(argv=None) -> int:
             section_3(preset, out, cache_root)
     if "4" in args.sections:
         section_4(preset, args, out)
+    if "5" in args.sections:
+        section_5(args, out)
     total = time.perf_counter() - started
     out(f"Load average at end: {os.getloadavg()[0]:.1f}. Total time: {total:.0f} s.")
     path = Path(args.out)
@@ -426,6 +436,83 @@ def section_4(preset, args, out) -> None:
     )
     out("|---|---|---|---|---|---|---|---|---|")
     memory(preset["rss_ns"], size, backbone, out)
+    out("")
+
+
+# ---------------------------------------------------------------------- CAE cost
+def _burn(seconds: float) -> None:
+    """Run in a subprocess: keep the cores busy as another torch job would."""
+    x = torch.randn(32, 64, 32, 32)
+    conv = nn.Conv2d(64, 64, 3, padding=1)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        conv(x).sum().backward()
+
+
+def _breast_or_stand_in() -> tuple[np.ndarray, str]:
+    try:
+        from sklearn_cae.datasets import load_medmnist
+
+        return load_medmnist("breastmnist", split="train")[0], "BreastMNIST's training split"
+    except Exception:  # offline without $MEDMNIST_ROOT: same count and size
+        return images(546, 28, seed=5), "546 random 28x28 images (BreastMNIST unavailable)"
+
+
+def _paired_times(X: np.ndarray, repeats: int) -> dict[str, list[float]]:
+    """Wall seconds of each featurizer's fit_transform, interleaved, per repeat."""
+    runs = {
+        "BackboneFeaturizer": lambda: BackboneFeaturizer().fit_transform(X),
+        "CAETransferFeaturizer": lambda: CAETransferFeaturizer(random_state=0).fit_transform(X),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            times[name].append(timed(run)[0])
+    return times
+
+
+def section_5(args, out) -> None:
+    X, what = _breast_or_stand_in()
+    repeats = max(3, args.repeats)
+    out("## 5. The CAE's cost against the backbone features (default parameters)")
+    out("")
+    out(
+        f"`fit_transform` of {what} ({len(X)} images), CPU, {repeats} interleaved repeats "
+        "per condition, medians. 'loaded': two other processes run a torch convolution "
+        "loop (torch's default threads each) on the same cores for the whole measurement."
+    )
+    out("")
+    BackboneFeaturizer(image_size=32).fit_transform(X[:8])  # weights, imports: not timed
+    quiet = _paired_times(X, repeats)
+    burners = [subprocess.Popen([sys.executable, __file__, "--burn", "900"]) for _ in range(2)]
+    try:
+        time.sleep(2)
+        loaded = _paired_times(X, repeats)
+    finally:
+        for burner in burners:
+            burner.kill()
+    out("| featurizer | quiet s | loaded s | slowdown under load |")
+    out("|---|---|---|---|")
+    slowdown = {}
+    for name in quiet:
+        q, l_ = float(np.median(quiet[name])), float(np.median(loaded[name]))
+        slowdown[name] = l_ / q
+        out(f"| {name} | {q:.1f} | {l_:.1f} | {l_ / q:.2f}x |")
+    out("")
+    ratio = np.divide(quiet["CAETransferFeaturizer"], quiet["BackboneFeaturizer"])
+    ratio_loaded = np.divide(loaded["CAETransferFeaturizer"], loaded["BackboneFeaturizer"])
+    relative = slowdown["CAETransferFeaturizer"] / slowdown["BackboneFeaturizer"]
+    out("| target | measured | met |")
+    out("|---|---|---|")
+    out(
+        f"| CAE fit_transform <= 4x BackboneFeaturizer's (quiet; median of paired ratios) | "
+        f"{np.median(ratio):.1f}x (loaded: {np.median(ratio_loaded):.1f}x) | "
+        f"{'yes' if np.median(ratio) <= 4 else 'no'} |"
+    )
+    out(
+        f"| CAE slowdown under load <= 1.5x the baseline's | {relative:.2f}x | "
+        f"{'yes' if relative <= 1.5 else 'no'} |"
+    )
     out("")
 
 

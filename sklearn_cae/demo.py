@@ -47,8 +47,9 @@ def demo_featurizers(random_state: int = 0) -> dict[str, object]:
         ),
         "BackboneFeaturizer": BackboneFeaturizer(),
         "CAETransferFeaturizer": CAETransferFeaturizer(random_state=random_state),
-        "CAETransferFeaturizer, semi-supervised": CAETransferFeaturizer(
-            supervision=1.0, random_state=random_state
+        # The setting for few labels and many unlabelled images (docs/method.md).
+        "CAETransferFeaturizer(supervision=1, corrupted_views=1)": CAETransferFeaturizer(
+            supervision=1.0, corrupted_views=1, random_state=random_state
         ),
     }
 
@@ -163,15 +164,16 @@ def run_demo(
 
 
 def _print_table(rows) -> None:
+    width = max(len(row[0]) for row in rows)
     header = (
-        f"| {'method':<38} | {'labels':<11} | {'balanced acc.':>15} | {'ROC AUC':>15} "
+        f"| {'method':<{width}} | {'labels':<11} | {'balanced acc.':>15} | {'ROC AUC':>15} "
         f"| {'seconds':>7} |"
     )
     print(header)
     print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
     for name, regime, bacc, bacc_sd, auc, auc_sd, seconds in rows:
         print(
-            f"| {name:<38} | {regime:<11} | {bacc:.3f} ± {bacc_sd:.3f}   "
+            f"| {name:<{width}} | {regime:<11} | {bacc:.3f} ± {bacc_sd:.3f}   "
             f"| {auc:.3f} ± {auc_sd:.3f}   | {seconds:7.1f} |"
         )
     print(

@@ -344,7 +344,9 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         ``joblib.Memory`` enables it. Entries are keyed on image content and on
         everything that changes the maps (backbone, weights, layers, image size,
         preprocessing), so CV folds and grid points sharing a backbone reuse them; safe
-        with ``n_jobs > 1``. See :mod:`sklearn_cae.cache`.
+        with ``n_jobs > 1``. A leading ``~`` is expanded; an empty path or an existing
+        non-folder is refused at ``fit``; a cache that cannot be written warns
+        (``CacheWriteWarning``) and never fails the fit. See :mod:`sklearn_cae.cache`.
     verbose : int, default=0
         Show progress bars when positive.
 
@@ -552,7 +554,9 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         ``joblib.Memory`` enables it. Entries are keyed on image content and on
         everything that changes the maps (backbone, weights, layers, image size,
         preprocessing), so CV folds and grid points sharing a backbone reuse them; safe
-        with ``n_jobs > 1``. See :mod:`sklearn_cae.cache`.
+        with ``n_jobs > 1``. A leading ``~`` is expanded; an empty path or an existing
+        non-folder is refused at ``fit``; a cache that cannot be written warns
+        (``CacheWriteWarning``) and never fails the fit. See :mod:`sklearn_cae.cache`.
     random_state : int, RandomState instance or None, default=None
         Seeds the CAE initialisation, batch order and hold-out split.
     verbose : int, default=0

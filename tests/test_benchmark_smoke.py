@@ -92,3 +92,44 @@ def test_quick_sparse_ablation(accuracy, medmnist_root, tmp_path):
             assert 0.0 <= results[name]["cv_bacc"] <= 1.0
             assert 0.0 <= results[name]["bacc"] <= 1.0
     assert "backbone blocks.4 avg" in results
+
+
+def _load(name: str):
+    path = BENCHMARK.parent / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_training_signals_benchmark(medmnist_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDMNIST_ROOT", str(medmnist_root))
+    signals = _load("signals")
+    argv = ["--quick", "--datasets", "breastmnist", "--seeds", "1", "--fractions", "1.0,0.5"]
+    argv += ["--configs", "backbone,defaults,semi+denoise", "--json", str(tmp_path / "s.json")]
+    signals.main([*argv, "--out", str(tmp_path / "s.md")])
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert {(r["config"], r["fraction"]) for r in rows} == {
+        (config, fraction)
+        for config in ("backbone", "defaults", "semi+denoise")
+        for fraction in (1.0, 0.5)
+    }
+    for row in rows:
+        assert len(row["folds"]) == 3 and 0.0 <= row["bacc"] <= 1.0
+    # An unsupervised featurizer is fitted once for both fractions; the semi-supervised
+    # one once per fraction (it sees the labels).
+    seconds = {(r["config"], r["fraction"]): r["seconds"] for r in rows}
+    assert seconds[("defaults", 0.5)] < seconds[("defaults", 1.0)]
+    table = (tmp_path / "s.md").read_text()
+    assert "| semi+denoise |" in table and "## 50% of the training fold's labels" in table
+
+
+def test_quick_training_signals_on_test_split(medmnist_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDMNIST_ROOT", str(medmnist_root))
+    signals = _load("signals")
+    argv = ["--quick", "--on-test", "--datasets", "breastmnist", "--seeds", "1"]
+    argv += ["--fractions", "1.0", "--configs", "backbone,defaults"]
+    signals.main([*argv, "--json", str(tmp_path / "t.json"), "--out", str(tmp_path / "t.md")])
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert [len(r["folds"]) for r in rows] == [1, 1]  # one split: train -> test
+    assert "test splits" in (tmp_path / "t.md").read_text()

@@ -1,0 +1,53 @@
+"""The demo: both labelling regimes, a progress line per method and fold, a table."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sklearn_cae import demo
+from sklearn_cae.featurizer import BackboneFeaturizer, CAETransferFeaturizer
+
+from .conftest import FAST, FAST_CAE
+
+
+def test_demo_featurizers_cover_baseline_cae_and_few_labels_setting():
+    featurizers = demo.demo_featurizers(random_state=3)
+    assert isinstance(featurizers["BackboneFeaturizer"], BackboneFeaturizer)
+    plain = featurizers["CAETransferFeaturizer"]
+    assert plain.get_params() == CAETransferFeaturizer(random_state=3).get_params()
+    semi = [f for f in featurizers.values() if getattr(f, "supervision", 0) > 0]
+    assert len(semi) == 1 and semi[0].corrupted_views >= 1
+
+
+def test_run_demo_prints_progress_and_an_honest_table(monkeypatch, capsys, small_breast):
+    monkeypatch.setattr(demo, "load_medmnist", lambda name, split: small_breast)
+    fitted_with = []
+
+    class Recording(CAETransferFeaturizer):
+        def fit_transform(self, X, y=None):
+            fitted_with.append(None if y is None else np.asarray(y).copy())
+            return super().fit_transform(X, y)
+
+    tiny = {
+        "BackboneFeaturizer": BackboneFeaturizer(**FAST),
+        "semi": Recording(**{**FAST_CAE, "supervision": 1.0}),
+    }
+    monkeypatch.setattr(demo, "demo_featurizers", lambda random_state=0: tiny)
+    rows = demo.run_demo(n_splits=2, label_fraction=0.2)
+    out, err = capsys.readouterr()
+    assert [(row[0], row[1]) for row in rows] == [
+        ("BackboneFeaturizer", "all labels"),
+        ("semi", "all labels"),
+        ("BackboneFeaturizer", "20% labels"),
+        ("semi", "20% labels"),
+    ]
+    for row in rows:
+        assert 0 <= row[2] <= 1 and 0 <= row[4] <= 1
+    assert err.count("fold 1/2") == 2 and err.count("fold 2/2") == 2
+    assert "| semi" in out and "20% labels" in out
+    # The semi-supervised featurizer saw every training image of the fold, labelled in
+    # the first regime and mostly unlabelled (-1) in the second; never a held-out label.
+    assert len(fitted_with) == 4
+    all_labels, few_labels = fitted_with[0], fitted_with[1]
+    assert len(all_labels) == len(few_labels) and np.all(all_labels >= 0)
+    assert 0.1 < np.mean(few_labels >= 0) < 0.3
