@@ -335,8 +335,9 @@ def test_fit_output_on_a_full_disk_keeps_the_previous_model(tmp_path):
     """
     result = _run_limited(code, 16 << 10, tmp_path)  # the model is far larger
     assert result.returncode == 1, result.stderr
-    error = result.stderr.strip().splitlines()
-    assert len(error) == 1 and "File too large" in error[0], result.stderr
+    lines = result.stderr.strip().splitlines()  # progress lines, then the error
+    errors = [line for line in lines if "error:" in line]
+    assert errors == lines[-1:] and "File too large" in errors[0], result.stderr
     assert model.read_bytes() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz", "model.joblib"]
 
