@@ -184,6 +184,9 @@ def quick_subset(X, y, per_class: int = 12):
 
 def run(args) -> list[dict]:
     rows = []
+    done = set()
+    if args.resume and args.json.exists():
+        done = {_key(r) for r in json.loads(args.json.read_text())}
     with tempfile.TemporaryDirectory() as cache:
         for name in args.datasets:
             X, y, folds = evaluation_splits(name, args.on_test, args.quick)
@@ -194,6 +197,8 @@ def run(args) -> list[dict]:
                         train[stratified_subset(y[train], fraction, seed)] for train, _ in folds
                     ]
                     for config in args.configs:
+                        if (args.label_prefix + config, name, fraction, seed) in done:
+                            continue
                         params = CONFIGS.get(config, {})
                         if args.quick and config != "backbone":
                             params = {**params, "max_epochs": 1, "image_size": 32}
@@ -229,15 +234,15 @@ def run(args) -> list[dict]:
     return rows
 
 
+def _key(row: dict) -> tuple:
+    return (row["config"], row["dataset"], row["fraction"], row["seed"])
+
+
 def merge_rows(path: Path, rows: list[dict]) -> None:
     """Add ``rows`` to the json, replacing rows of the same config/data set/fraction/seed."""
-
-    def key(r):
-        return (r["config"], r["dataset"], r["fraction"], r["seed"])
-
     old = json.loads(path.read_text()) if path.exists() else []
-    new_keys = {key(r) for r in rows}
-    path.write_text(json.dumps([r for r in old if key(r) not in new_keys] + rows, indent=1))
+    new_keys = {_key(r) for r in rows}
+    path.write_text(json.dumps([r for r in old if _key(r) not in new_keys] + rows, indent=1))
 
 
 def report(path: Path, out: Path, on_test: bool = False) -> str:
@@ -321,6 +326,7 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, help="default: results/signals[_test].json")
     parser.add_argument("--out", type=Path, help="default: results/signals[_test].md")
     parser.add_argument("--report", action="store_true", help="only rewrite the table")
+    parser.add_argument("--resume", action="store_true", help="skip rows the json already holds")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 12 images per class, 3 folds, 1 epoch"
     )

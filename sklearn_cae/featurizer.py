@@ -33,6 +33,7 @@ from .corruptions import corrupt
 from .images import (
     ImageSource,
     as_image_source,
+    check_channels,
     check_image_size,
     check_intensity,
     normalize_batch,
@@ -104,6 +105,7 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         :meth:`_fitting`, which forgets a failed fit.
         """
         check_intensity(self.intensity)
+        check_channels(self.channels)
         if not isinstance(X, list | tuple | np.ndarray | torch.Tensor | ImageSource) and (
             hasattr(X, "__array__") and not hasattr(X, "dtypes")
         ):
@@ -117,11 +119,15 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
                 f"{type(self).__name__} was fitted on flattened images (2-D X with "
                 f"{self.n_features_in_} columns); pass 2-D X to transform as well."
             )
-        images = as_image_source(X, image_shape=self.image_shape)
-        if not reset and images.n_channels != self.n_input_channels_:
+        images = as_image_source(X, image_shape=self.image_shape, channels=self.channels)
+        # Grey replicated to RGB is what the backbone sees anyway: only "strict" insists
+        # on fit's channel count.
+        strict = self.channels == "strict"
+        if not reset and strict and images.n_channels != self.n_input_channels_:
             raise ValueError(
                 f"X has {images.n_channels}-channel images, but {type(self).__name__} "
-                f"was fitted on {self.n_input_channels_}-channel images."
+                f"was fitted on {self.n_input_channels_}-channel images and "
+                "channels='strict'. Use channels='convert' to accept both."
             )
         return images
 
@@ -329,11 +335,20 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         Images are resized to this size before the backbone.
     image_shape : tuple of int, default=None
         Shape used to unflatten 2-D ``X`` of shape (n, H*W*C).
-    intensity : {"auto", "minmax", "dtype"} or (low, high), default="auto"
+    intensity : {"auto", "minmax", "dtype", "dicom_window"} or (low, high), default="auto"
         Mapping of pixel values to [0, 1]: ``auto`` divides uint8 by 255, keeps floats
         in [0, 1] and min-max scales anything else per image; ``minmax`` scales every
         image to its own range; ``dtype`` by the integer type's full range; a
-        ``(low, high)`` window clips to it (a CT window). See docs/inputs.md.
+        ``(low, high)`` window clips to it (a CT window); ``dicom_window`` applies each
+        DICOM file's own VOI LUT or window (other images as ``auto``). See docs/inputs.md.
+    channels : {"convert", "strict"}, default="convert"
+        Grey and colour images together. ``"convert"``: when any image of a call is
+        colour, grey ones are replicated to RGB -- lossless, since the backbone
+        replicates grey images anyway (RGBA, palette and CMYK images are RGB, alpha
+        dropped) -- in ``fit`` and ``transform`` alike, so a model fitted on grey images
+        also transforms colour ones and vice versa. ``"strict"``: a call mixing grey and
+        colour images, or a ``transform`` whose channel count differs from ``fit``'s,
+        raises ``ValueError``. See docs/inputs.md.
     batch_size : int, default=64
         Images per backbone forward pass.
     device : str, default="auto"
@@ -361,7 +376,8 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
     map_shapes_ : list of tuple
         ``(channels, height, width)`` of each tapped map at ``image_size``.
     n_input_channels_ : int
-        Channels of the images seen in ``fit`` (1 or 3).
+        Channels of the images seen in ``fit``: 1 when all were grey, else 3 (grey
+        images replicated). Checked in ``transform`` only with ``channels="strict"``.
     n_features_in_ : int
         Number of columns of ``X``; only set when fitted on flattened (2-D) images.
 
@@ -387,6 +403,7 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         image_size: int | tuple[int, int] = 128,
         image_shape: tuple[int, ...] | None = None,
         intensity="auto",
+        channels: str = "convert",
         batch_size: int = 64,
         device: str = "auto",
         cache=None,
@@ -399,6 +416,7 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         self.image_size = image_size
         self.image_shape = image_shape
         self.intensity = intensity
+        self.channels = channels
         self.batch_size = batch_size
         self.device = device
         self.cache = cache
@@ -521,11 +539,20 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         Images are resized to this size before the backbone.
     image_shape : tuple of int, default=None
         Shape used to unflatten 2-D ``X`` of shape (n, H*W*C).
-    intensity : {"auto", "minmax", "dtype"} or (low, high), default="auto"
+    intensity : {"auto", "minmax", "dtype", "dicom_window"} or (low, high), default="auto"
         Mapping of pixel values to [0, 1]: ``auto`` divides uint8 by 255, keeps floats
         in [0, 1] and min-max scales anything else per image; ``minmax`` scales every
         image to its own range; ``dtype`` by the integer type's full range; a
-        ``(low, high)`` window clips to it (a CT window). See docs/inputs.md.
+        ``(low, high)`` window clips to it (a CT window); ``dicom_window`` applies each
+        DICOM file's own VOI LUT or window (other images as ``auto``). See docs/inputs.md.
+    channels : {"convert", "strict"}, default="convert"
+        Grey and colour images together. ``"convert"``: when any image of a call is
+        colour, grey ones are replicated to RGB -- lossless, since the backbone
+        replicates grey images anyway (RGBA, palette and CMYK images are RGB, alpha
+        dropped) -- in ``fit`` and ``transform`` alike, so a model fitted on grey images
+        also transforms colour ones and vice versa. ``"strict"``: a call mixing grey and
+        colour images, or a ``transform`` whose channel count differs from ``fit``'s,
+        raises ``ValueError``. See docs/inputs.md.
     max_epochs : int, default=15
         CAE training epochs; the learning rate follows a cosine schedule from ``lr``
         to 0 over them.
@@ -577,7 +604,8 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
     map_mean_, map_std_ : list of ndarray
         Per-channel statistics of each tapped layer's maps on the training images.
     n_input_channels_ : int
-        Channels of the images seen in ``fit`` (1 or 3).
+        Channels of the images seen in ``fit``: 1 when all were grey, else 3 (grey
+        images replicated). Checked in ``transform`` only with ``channels="strict"``.
     n_features_in_ : int
         Number of columns of ``X``; only set when fitted on flattened (2-D) images.
 
@@ -611,6 +639,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         image_size: int | tuple[int, int] = 128,
         image_shape: tuple[int, ...] | None = None,
         intensity="auto",
+        channels: str = "convert",
         max_epochs: int = 15,
         lr: float = 3e-3,
         batch_size: int = 64,
@@ -637,6 +666,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         self.image_size = image_size
         self.image_shape = image_shape
         self.intensity = intensity
+        self.channels = channels
         self.max_epochs = max_epochs
         self.lr = lr
         self.batch_size = batch_size

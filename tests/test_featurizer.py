@@ -152,6 +152,9 @@ def test_rgb_input_and_channel_mismatch(images):
     rgb = np.repeat(images[..., np.newaxis], 3, axis=-1)
     feat = CAETransferFeaturizer(**FAST_CAE).fit(rgb)
     assert feat.n_input_channels_ == 3
+    # Grey replicated to RGB is the same image to the backbone: same features.
+    np.testing.assert_array_equal(feat.transform(images), feat.transform(rgb))
+    feat.set_params(channels="strict")
     with pytest.raises(ValueError, match="fitted on 3-channel images"):
         feat.transform(images)
 

@@ -27,6 +27,7 @@ from .conftest import FAST_CAE  # noqa: E402
 def fitted(small_breast):
     X, y = small_breast
     params = {**FAST_CAE, "image_size": 64, "layer": "blocks.2", "max_epochs": 3}
+    params["validation_fraction"] = 0.2  # a held-out loss curve to plot
     return CAETransferFeaturizer(**params).fit(X), X, y
 
 
