@@ -381,8 +381,8 @@ def sections_1_2(preset, args, out, cache_root) -> None:
     out(
         f"CAETransferFeaturizer defaults (layer_sizes={DEFAULT_CAE['layer_sizes']}, "
         f"bottleneck={DEFAULT_CAE['bottleneck']}, sparsity={DEFAULT_CAE['sparsity']}) on "
-        f"{c}x{h}x{w} maps (128 px) of {preset['cae_n']} images (10% held out for early "
-        f"stopping), read from the cache: {t128['epoch_s']:.2f} s per epoch, i.e. "
+        f"{c}x{h}x{w} maps (128 px) of {preset['cae_n']} images, read from the cache: "
+        f"{t128['epoch_s']:.2f} s per epoch, i.e. "
         f"**{1000 * t128['epoch_s'] / preset['cae_n']:.2f} s per epoch per 1,000 images**."
     )
     out("")
