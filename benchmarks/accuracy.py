@@ -42,7 +42,7 @@ from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer, available_lay
 from sklearn_cae._device import resolve_device  # noqa: E402
 from sklearn_cae.backbones import load_backbone  # noqa: E402
 from sklearn_cae.cae import MapViews  # noqa: E402
-from sklearn_cae.datasets import load_medmnist  # noqa: E402
+from sklearn_cae.datasets import load_medmnist, stratified_subset  # noqa: E402
 from sklearn_cae.images import preprocess_batch  # noqa: E402
 from sklearn_cae.pooling import pool  # noqa: E402
 
@@ -137,15 +137,7 @@ def summarise(runs: list[dict]) -> dict:
 
 def subsample(y, fraction: float, seed: int) -> np.ndarray:
     """A stratified subset of indices with at least 2 labels per class."""
-    if fraction >= 1:
-        return np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    parts = []
-    for c in np.unique(y):
-        members = np.flatnonzero(y == c)
-        k = max(2, round(fraction * len(members)))
-        parts.append(rng.choice(members, k, replace=False))
-    return np.sort(np.concatenate(parts))
+    return stratified_subset(y, fraction, random_state=seed)
 
 
 # -------------------------------------------------------------------- the methods

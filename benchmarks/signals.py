@@ -47,7 +47,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer, available_layers
-from sklearn_cae.datasets import load_medmnist
+from sklearn_cae.datasets import load_medmnist, stratified_subset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -103,18 +103,6 @@ def evaluation_splits(name: str, on_test: bool, quick: bool):
         X, y = quick_subset(X, y)
     cv = StratifiedKFold(3 if quick else FOLDS, shuffle=True, random_state=0)
     return X, y, list(cv.split(X, y))
-
-
-def stratified_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of a stratified ``fraction`` of ``y`` (at least 2 per class)."""
-    if fraction >= 1:
-        return np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    parts = [
-        rng.choice(members, max(2, round(fraction * len(members))), replace=False)
-        for members in (np.flatnonzero(y == c) for c in np.unique(y))
-    ]
-    return np.sort(np.concatenate(parts))
 
 
 def inner_cv_bacc(F: np.ndarray, y: np.ndarray) -> float:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image_folder", "load_medmnist"]
+__all__ = ["IMAGE_EXTENSIONS", "load_image_folder", "load_medmnist", "stratified_subset"]
 
 #: File name endings :func:`load_image_folder` picks up (torchvision's, plus DICOM).
 IMAGE_EXTENSIONS = (
@@ -202,3 +202,35 @@ def load_medmnist(
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels.ravel()
     return np.asarray(dataset.imgs), labels
+
+
+def stratified_subset(y, fraction: float, random_state: int = 0) -> np.ndarray:
+    """Sorted positions of a stratified ``fraction`` of ``y``: the labelled images.
+
+    Each class keeps ``round(fraction * its count)`` images, at least 2, drawn without
+    replacement by ``numpy.random.default_rng(random_state)``, class by class in sorted
+    order. The demo and the benchmarks use it, so that a fraction and a seed name the
+    same labelled images everywhere.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Class labels.
+    fraction : float
+        Fraction to keep; 1 or more keeps every position.
+    random_state : int, default=0
+        Seed of the draw.
+
+    Returns
+    -------
+    ndarray of int
+    """
+    y = np.asarray(y)
+    if fraction >= 1:
+        return np.arange(len(y))
+    rng = np.random.default_rng(random_state)
+    parts = [
+        rng.choice(members, max(2, round(fraction * len(members))), replace=False)
+        for members in (np.flatnonzero(y == c) for c in np.unique(y))
+    ]
+    return np.sort(np.concatenate(parts))

@@ -25,7 +25,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 
 from .cae import UNLABELLED
-from .datasets import load_medmnist
+from .datasets import load_medmnist, stratified_subset
 from .featurizer import BackboneFeaturizer, CAETransferFeaturizer
 
 __all__ = ["demo_featurizers", "demo_pipelines", "run_demo"]
@@ -62,18 +62,6 @@ def demo_pipelines(random_state: int = 0) -> dict[str, Pipeline]:
     }
 
 
-def _labelled_part(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A stratified ``fraction`` of the positions of ``y`` (at least 2 per class)."""
-    if fraction >= 1:
-        return np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    parts = [
-        rng.choice(members, max(2, round(fraction * len(members))), replace=False)
-        for members in (np.flatnonzero(y == c) for c in np.unique(y))
-    ]
-    return np.sort(np.concatenate(parts))
-
-
 def _scores(classifier, F_fit, y_fit, F_test, y_test) -> tuple[float, float]:
     classifier.fit(F_fit, y_fit)
     decision = classifier.decision_function(F_test)
@@ -92,7 +80,7 @@ def _fold_scores(featurizer, X, y, train, test, regimes, random_state):
     semi = getattr(featurizer, "supervision", 0) > 0
     results, fitted = {}, None
     for regime, fraction in regimes.items():
-        labelled = _labelled_part(y[train], fraction, random_state)
+        labelled = stratified_subset(y[train], fraction, random_state)
         if semi or fitted is None:
             y_fit = np.full(len(train), UNLABELLED)
             y_fit[labelled] = y[train][labelled]

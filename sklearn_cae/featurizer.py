@@ -487,7 +487,11 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
     Image Classification" (ISBI 2019). ``fit`` runs the frozen ImageNet backbone once
     over ``X``, standardises each tapped layer's maps per channel, and trains one
     convolutional auto-encoder per layer to reconstruct them -- without labels
-    (``y`` is ignored). ``transform`` returns the pooled bottleneck codes.
+    (``y`` is ignored) by default. ``transform`` returns the pooled bottleneck codes.
+    Two training signals can be added: denoising with realistic corruptions
+    (``corrupted_views``) and a classification loss on the labelled images
+    (``supervision``, with ``y == -1`` for unlabelled ones); see
+    :doc:`semi_supervised` and docs/method.md for when they help.
 
     Parameters
     ----------
@@ -730,7 +734,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         return self
 
     def fit_transform(self, X, y=None) -> np.ndarray:
-        """Fit, then encode ``X`` from the maps already computed (one backbone pass).
+        """Fit, then encode ``X`` from the maps computed for fitting (no second pass).
 
         Parameters
         ----------

@@ -126,3 +126,15 @@ def test_load_medmnist_bad_arguments(kwargs, match):
     pytest.importorskip("medmnist")
     with pytest.raises(ValueError, match=match):
         load_medmnist(**kwargs)
+
+
+def test_stratified_subset_keeps_each_class_and_is_reproducible():
+    from sklearn_cae.datasets import stratified_subset
+
+    y = np.array([0] * 90 + [1] * 10 + [2] * 3)
+    index = stratified_subset(y, 0.1, random_state=0)
+    assert np.bincount(y[index]).tolist() == [9, 2, 2]  # at least 2 per class
+    assert np.all(np.diff(index) > 0)
+    np.testing.assert_array_equal(index, stratified_subset(y, 0.1, random_state=0))
+    assert not np.array_equal(index, stratified_subset(y, 0.1, random_state=1))
+    np.testing.assert_array_equal(stratified_subset(y, 1.0), np.arange(len(y)))
