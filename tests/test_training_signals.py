@@ -232,3 +232,33 @@ def test_frozen_semi_supervised_featurizer_for_the_labelled_subset(small_breast)
     pipe.fit(X[labelled], y[labelled])
     np.testing.assert_array_equal(featurizer.transform(X), before)
     assert pipe.predict(X).shape == y.shape
+
+
+# ----------------------------------------------------------------------- CPU threads
+def test_cpu_threads_follow_the_size_of_the_work_and_are_restored():
+    from sklearn_cae._device import cpu_threads_for
+
+    before = torch.get_num_threads()
+    with cpu_threads_for(torch.device("cpu"), 64 * 8 * 8):
+        assert torch.get_num_threads() == 1  # the default CAE's small maps
+    assert torch.get_num_threads() == before
+    with cpu_threads_for(torch.device("cpu"), 10**9):
+        assert torch.get_num_threads() == before  # never more than torch had
+    with pytest.raises(RuntimeError), cpu_threads_for(torch.device("cpu"), 1):
+        raise RuntimeError("training failed")
+    assert torch.get_num_threads() == before
+
+
+def test_cae_training_runs_with_one_thread_on_small_maps(small_breast):
+    seen = []
+
+    class Spy(AutoEncoderNet):
+        def fit_loop(self, X, y=None, epochs=None, **fit_params):
+            seen.append(torch.get_num_threads())
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+
+    feat = CAETransferFeaturizer(**FAST_CAE)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sklearn_cae.featurizer.AutoEncoderNet", Spy)
+        feat.fit(small_breast[0])
+    assert seen == [1]
