@@ -325,7 +325,7 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
     weights : {"DEFAULT"}, None, path or str, default="DEFAULT"
         ImageNet weights, random initialisation, or a local state-dict file (loaded by
         tensor name: a checkpoint without its head works); for torchvision backbones
-        also a weights name such as ``"IMAGENET1K_V1"``. See :doc:`backbones`.
+        also a weights name such as ``"IMAGENET1K_V1"``. See :doc:`/backbones`.
     layer : str, list of str or None, default=None
         Layer(s) to tap, from :func:`~sklearn_cae.available_layers`; None picks a
         stride-16 layer of the backbone. Several layers give concatenated features.
@@ -491,7 +491,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
     Two training signals can be added: denoising with realistic corruptions
     (``corrupted_views``) and a classification loss on the labelled images
     (``supervision``, with ``y == -1`` for unlabelled ones); see
-    :doc:`semi_supervised` and docs/method.md for when they help.
+    :doc:`/semi_supervised` and docs/method.md for when they help.
 
     Parameters
     ----------
@@ -500,7 +500,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
     weights : {"DEFAULT"}, None, path or str, default="DEFAULT"
         ImageNet weights, random initialisation, or a local state-dict file (loaded by
         tensor name: a checkpoint without its head works); for torchvision backbones
-        also a weights name such as ``"IMAGENET1K_V1"``. See :doc:`backbones`.
+        also a weights name such as ``"IMAGENET1K_V1"``. See :doc:`/backbones`.
     layer : str, list of str or None, default=None
         Layer(s) to tap, from :func:`~sklearn_cae.available_layers`; None picks a
         stride-16 layer. With several layers, one CAE is trained per layer and the
