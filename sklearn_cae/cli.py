@@ -421,10 +421,10 @@ def _indices_in(data):
         path = getattr(exc, "image_path", None)
         if path is None or not isinstance(data, list) or path not in data:
             raise
-        from .images import _describe
+        from .images import describe_image
 
         message = str(exc).replace(
-            _describe(exc.image_index, path), _describe(data.index(path), path), 1
+            describe_image(exc.image_index, path), describe_image(data.index(path), path), 1
         )
         raise type(exc)(message) from None
 

@@ -69,13 +69,13 @@ class TorchWorkerPlugin(WorkerPlugin):
         import torch
 
         from .backbones import load_backbone
-        from .images import _NUM_WORKERS_ENV
+        from .images import NUM_WORKERS_ENV
 
         torch.set_num_threads(self.num_threads)
         if multiprocessing.current_process().daemon:
             # Dask's worker processes are daemonic and may not have children: decode
             # image files in the task instead of in DataLoader worker processes.
-            os.environ.setdefault(_NUM_WORKERS_ENV, "0")
+            os.environ.setdefault(NUM_WORKERS_ENV, "0")
         for backbone in self.preload:
             load_backbone(backbone)
 

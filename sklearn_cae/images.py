@@ -59,11 +59,13 @@ import torch.nn.functional as F
 __all__ = [
     "CHANNEL_POLICIES",
     "INTENSITY_POLICIES",
+    "NUM_WORKERS_ENV",
     "ImageSource",
     "as_image_source",
     "check_channels",
     "check_image_size",
     "check_intensity",
+    "describe_image",
     "normalize_batch",
     "preprocess_batch",
     "read_image",
@@ -85,7 +87,9 @@ _OTHER_BYTE = {
     ";16L": ";16B",
     ";16N": ";16B" if sys.byteorder == "little" else ";16L",
 }
-_NUM_WORKERS_ENV = "SKLEARN_CAE_NUM_WORKERS"
+#: Environment variable that sets the number of DataLoader workers decoding files
+#: (0 decodes in the calling process, as Dask's daemonic workers must).
+NUM_WORKERS_ENV = "SKLEARN_CAE_NUM_WORKERS"
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -273,7 +277,8 @@ def preprocess_batch(
 
 
 # ---------------------------------------------------------------------- array validation
-def _describe(index: int, name: str | None) -> str:
+def describe_image(index: int, name: str | None) -> str:
+    """How error messages name an image: ``image 3 ('scan.dcm')``, or ``image 3``."""
     return f"image {index}" + (f" ({str(name)!r})" if name else "")
 
 
@@ -329,7 +334,7 @@ def _check_finite(images: np.ndarray, offset: int = 0, names=None) -> None:
         if bad.any():
             i = offset + start + _first_bad(bad)
             name = names[i] if names is not None else None
-            raise ValueError(f"X contains NaN or inf pixel values in {_describe(i, name)}.")
+            raise ValueError(f"X contains NaN or inf pixel values in {describe_image(i, name)}.")
 
 
 def _check_unit_range(images: np.ndarray, offset: int, names=None) -> None:
@@ -342,7 +347,7 @@ def _check_unit_range(images: np.ndarray, offset: int, names=None) -> None:
         i = offset + _first_bad(bad)
         name = names[i] if names is not None else None
         raise ValueError(
-            f"{_describe(i, name)} has float pixels outside [0, 1], which "
+            f"{describe_image(i, name)} has float pixels outside [0, 1], which "
             "intensity='dtype' does not rescale. Use intensity='auto', 'minmax' or a "
             "(low, high) window."
         )
@@ -709,7 +714,7 @@ class _LazyImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         name = self.names[i] if self.names else None
-        where = _describe(i, name)
+        where = describe_image(i, name)
         try:
             image = self._load(i, where)
             _check_finite(image[np.newaxis], offset=i, names=self.names)
@@ -742,10 +747,10 @@ def _worker_init(_) -> None:
 
 
 def _default_num_workers(n_batches: int) -> int:
-    env = os.environ.get(_NUM_WORKERS_ENV)
+    env = os.environ.get(NUM_WORKERS_ENV)
     if env is not None and env.strip():
         if not env.strip().isdigit():
-            raise ValueError(f"${_NUM_WORKERS_ENV} must be a non-negative int, got {env!r}.")
+            raise ValueError(f"${NUM_WORKERS_ENV} must be a non-negative int, got {env!r}.")
         return int(env)
     if n_batches <= 1:
         return 0  # starting workers costs more than decoding one batch
@@ -937,8 +942,8 @@ def _common_channels(channels: list[int], names, policy: str) -> int:
     if odd and policy == "strict":
         i = odd[0]
         raise ValueError(
-            f"Images have mixed channel counts: {_describe(0, names and names[0])} has "
-            f"{channels[0]}, {_describe(i, names and names[i])} has {channels[i]} "
+            f"Images have mixed channel counts: {describe_image(0, names and names[0])} has "
+            f"{channels[0]}, {describe_image(i, names and names[i])} has {channels[i]} "
             "(after dropping alpha), and channels='strict'. Pass all grey or all colour "
             "images, or channels='convert' to replicate grey images to RGB."
         )
@@ -956,7 +961,7 @@ def _lazy_source(kind, items, channels, sizes, policy, names=None, num_workers=N
 
 def _probe(index: int, path: str) -> tuple[int, tuple[int, int]]:
     """Check one path and read its header: (channels, (H, W))."""
-    where = _describe(index, path)
+    where = describe_image(index, path)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:

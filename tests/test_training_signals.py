@@ -57,8 +57,6 @@ def test_corrupt_is_spatially_aligned():
 # ------------------------------------------------------------------- the auto-encoder
 def test_encoder_is_one_context_conv_then_1x1():
     model = ConvAutoEncoder(112, layer_sizes=(64, 32), bottleneck=16)
-    convs = [m for m in model.encoder if isinstance(m, torch.nn.Conv2d)]
-    convs += [m for block in model.encoder if isinstance(block, torch.nn.Sequential) for m in block]
     kernels = sorted(m.kernel_size[0] for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert kernels == [1, 1, 1, 1, 3, 3]  # first encoder and last decoder conv see 3x3
     reconstruction, code, logits = model(torch.zeros(2, 112, 8, 8))
@@ -126,7 +124,6 @@ def test_corrupted_views_run_the_backbone_once_more_per_view(small_breast):
     X, _ = small_breast
     feat = CAETransferFeaturizer(**FAST_CAE, corrupted_views=2)
     seen = []
-    feat.set_params(callbacks=[])
     original = CAETransferFeaturizer._iter_maps
 
     def counting(self, images, fitted, device, **kwargs):
