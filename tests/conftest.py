@@ -1,4 +1,4 @@
-"""Shared fixtures: real data from ../shared/data, small settings, offline mode."""
+"""Shared fixtures: real data from ../shared/data, offline mode."""
 
 from __future__ import annotations
 
@@ -8,23 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .helpers import SHARED_DATA
+
 # Tests never download weights: asking for them must fail fast with a clear message.
 os.environ.setdefault("SKLEARN_CAE_OFFLINE", "1")
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-# Small settings that keep every fit in the suite to a fraction of a second.
-FAST = {"image_size": 32, "batch_size": 16}
-# Code-only avg+max features, so tests see the CAE's output alone.
-FAST_CAE = {
-    **FAST,
-    "max_epochs": 2,
-    "layer_sizes": (16,),
-    "bottleneck": 8,
-    "pooling": "avgmax",
-    "include_backbone": False,
-    "random_state": 0,
-}
 
 
 def _require(path: Path, what: str) -> Path:

@@ -17,7 +17,7 @@ from sklearn_cae.backbones import (
 )
 from sklearn_cae.images import preprocess_batch
 
-from .conftest import FAST
+from .helpers import FAST
 
 
 def _top5(spec, image: np.ndarray, size: int = 224) -> list[int]:

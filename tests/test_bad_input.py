@@ -22,7 +22,7 @@ from skorch.callbacks import Callback
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
 from sklearn_cae.images import as_image_source
 
-from .conftest import FAST, FAST_CAE
+from .helpers import FAST, FAST_CAE
 
 FEAT = {**FAST, "layer": "blocks.1"}
 RNG = np.random.default_rng(0)

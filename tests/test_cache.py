@@ -23,7 +23,7 @@ from sklearn_cae.cache import (
     model_digest,
 )
 
-from .conftest import FAST, FAST_CAE
+from .helpers import FAST, FAST_CAE
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from sklearn.pipeline import Pipeline
 from sklearn_cae import CAETransferFeaturizer
 from sklearn_cae.dask import TorchWorkerPlugin, featurize
 
-from .conftest import FAST_CAE
+from .helpers import FAST_CAE
 
 N_WORKERS = 2
 

@@ -11,7 +11,7 @@ from PIL import Image
 from sklearn_cae import BackboneFeaturizer
 from sklearn_cae.datasets import load_image_folder, load_medmnist
 
-from .conftest import FAST
+from .helpers import FAST
 
 
 def test_load_image_folder_on_covid_xrays(covid_root):

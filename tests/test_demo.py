@@ -7,7 +7,7 @@ import numpy as np
 from sklearn_cae import demo
 from sklearn_cae.featurizer import BackboneFeaturizer, CAETransferFeaturizer
 
-from .conftest import FAST, FAST_CAE
+from .helpers import FAST, FAST_CAE
 
 
 def test_demo_featurizers_cover_baseline_cae_and_few_labels_setting():

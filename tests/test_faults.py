@@ -25,7 +25,7 @@ from skorch.callbacks import Callback
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer, cli
 from sklearn_cae.images import as_image_source, check_intensity, read_image
 
-from .conftest import FAST, FAST_CAE
+from .helpers import FAST, FAST_CAE
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file semantics")
 

@@ -11,7 +11,7 @@ from skorch.callbacks import Callback
 
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
 
-from .conftest import FAST, FAST_CAE
+from .helpers import FAST, FAST_CAE
 
 
 @pytest.fixture(scope="module")

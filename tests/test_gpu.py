@@ -14,7 +14,7 @@ import torch
 
 from sklearn_cae import CAETransferFeaturizer
 
-from .conftest import FAST_CAE
+from .helpers import FAST_CAE
 
 pytestmark = pytest.mark.gpu
 

@@ -14,7 +14,7 @@ from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
 from sklearn_cae import images as images_module
 from sklearn_cae.images import as_image_source, read_image
 
-from .conftest import FAST, FAST_CAE
+from .helpers import FAST, FAST_CAE
 
 FEAT = {**FAST, "layer": "blocks.1"}  # a shallow tap keeps every call cheap
 

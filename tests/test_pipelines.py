@@ -16,7 +16,7 @@ from sklearn.svm import SVC
 
 from sklearn_cae import CAETransferFeaturizer
 
-from .conftest import FAST_CAE
+from .helpers import FAST_CAE
 
 
 def _pipeline(**params) -> Pipeline:

@@ -20,7 +20,7 @@ from sklearn_cae.plotting import (  # noqa: E402
     reconstruct_feature_maps,
 )
 
-from .conftest import FAST_CAE  # noqa: E402
+from .helpers import FAST_CAE  # noqa: E402
 
 
 @pytest.fixture(scope="module")

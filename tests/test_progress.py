@@ -6,7 +6,7 @@ import pytest
 
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
 
-from .conftest import FAST, FAST_CAE
+from .helpers import FAST, FAST_CAE
 
 
 @pytest.mark.parametrize(

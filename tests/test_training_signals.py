@@ -18,7 +18,7 @@ from sklearn_cae import CAETransferFeaturizer
 from sklearn_cae.cae import AutoEncoderNet, ConvAutoEncoder, MapViews
 from sklearn_cae.corruptions import corrupt
 
-from .conftest import FAST_CAE
+from .helpers import FAST_CAE
 
 
 # ------------------------------------------------------------------------ corruptions

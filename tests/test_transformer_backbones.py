@@ -17,7 +17,7 @@ from torch import nn
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer, available_layers
 from sklearn_cae.backbones import default_layer, load_backbone, truncate
 
-from .conftest import FAST, FAST_CAE
+from .helpers import FAST, FAST_CAE
 
 VIT = "timm/vit_tiny_patch16_224"
 
