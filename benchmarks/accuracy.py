@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer, available_layers  # noqa: E402
-from sklearn_cae._device import resolve_device  # noqa: E402
+from sklearn_cae.devices import resolve_device  # noqa: E402
 from sklearn_cae.backbones import load_backbone  # noqa: E402
 from sklearn_cae.cae import MapViews  # noqa: E402
 from sklearn_cae.datasets import load_medmnist, stratified_subset  # noqa: E402

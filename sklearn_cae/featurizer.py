@@ -19,7 +19,7 @@ from skorch.dataset import ValidSplit
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._device import autocast, cpu_threads_for, resolve_device
+from .devices import autocast, cpu_threads_for, resolve_device
 from .backbones import (
     DEFAULT_BACKBONE,
     available_layers,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ._device import resolve_device
+from .devices import resolve_device
 
 __all__ = [
     "plot_embedding",

@@ -233,7 +233,7 @@ def test_frozen_semi_supervised_featurizer_for_the_labelled_subset(small_breast)
 
 # ----------------------------------------------------------------------- CPU threads
 def test_cpu_threads_follow_the_size_of_the_work_and_are_restored():
-    from sklearn_cae._device import cpu_threads_for
+    from sklearn_cae.devices import cpu_threads_for
 
     before = torch.get_num_threads()
     with cpu_threads_for(torch.device("cpu"), 64 * 8 * 8):

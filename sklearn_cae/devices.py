@@ -1,4 +1,4 @@
-"""Resolve the ``device`` parameter of the featurizers; CPU threads for small work."""
+"""Where the featurizers compute: device selection, CUDA autocast, CPU threads for small work."""
 
 from __future__ import annotations
 
