@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import EarlyStopping
+from skorch.callbacks import EarlyStopping, LRScheduler
+from skorch.dataset import ValidSplit
 from skorch.utils import to_tensor
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["AutoEncoderNet", "ConvAutoEncoder", "MapViews"]
+from .devices import cpu_threads_for
+
+__all__ = ["AutoEncoderNet", "ConvAutoEncoder", "MapViews", "fit_autoencoder"]
 
 #: Label of an unlabelled image, as in :mod:`sklearn.semi_supervised`.
 UNLABELLED = -1
@@ -215,3 +219,121 @@ class AutoEncoderNet(NeuralNet):
             return super().partial_fit(X, y, classes=classes, **fit_params)
         except _Interrupted as wrapped:
             raise wrapped.__cause__ from None
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device):
+    """Seed torch for CAE initialisation and batch shuffling, restoring RNG state after."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _class_weight(labels: np.ndarray) -> np.ndarray | None:
+    """Balanced class weights, as ``SVC(class_weight="balanced")``: small classes count
+    as much as large ones. None without labelled images."""
+    labelled = labels[labels != UNLABELLED]
+    if not len(labelled):
+        return None
+    counts = np.bincount(labelled)
+    return len(labelled) / (len(counts) * counts.clip(1))
+
+
+def fit_autoencoder(
+    views: MapViews,
+    *,
+    layer_sizes: Sequence[int] = (128,),
+    bottleneck: int = 256,
+    noise: float = 0.0,
+    sparsity: float = 0.1,
+    supervision: float = 0.0,
+    lr: float = 3e-3,
+    max_epochs: int = 15,
+    batch_size: int = 64,
+    patience: int | None = None,
+    validation_fraction: float = 0.0,
+    callbacks: Sequence | None = None,
+    net_params: dict | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    verbose: int = 0,
+) -> AutoEncoderNet:
+    """Train one auto-encoder on standardised maps, as the CAE featurizer does.
+
+    The featurizer calls this once per tapped layer; call it yourself to train on maps
+    you computed (e.g. a study of CAE settings on maps computed once). The keyword
+    arguments mean what the featurizer's parameters of the same names mean
+    (``net_params`` is its ``cae_params``). Training uses Adam with a cosine learning
+    rate schedule over ``max_epochs``, seeded by ``seed`` (initialisation, batch order
+    and hold-out split); torch's global random state is restored afterwards.
+
+    Parameters
+    ----------
+    views : MapViews
+        The training maps (and their corrupted views and labels).
+    layer_sizes, bottleneck, noise, sparsity, supervision, lr, max_epochs, batch_size, \
+patience, validation_fraction, callbacks, verbose
+        See :class:`~sklearn_cae.CAETransferFeaturizer`.
+    net_params : dict or None, default=None
+        Further :class:`skorch.NeuralNet` parameters, applied last.
+    seed : int, default=0
+        Seed of the training's randomness.
+    device : torch.device or str, default="cpu"
+        Where to train.
+
+    Returns
+    -------
+    AutoEncoderNet
+        The trained net, its module in evaluation mode.
+
+    Raises
+    ------
+    ValueError
+        When the training loss becomes NaN or infinite.
+    """
+    device = torch.device(device)
+    _, in_channels, height, width = views.views[0].shape
+    n_samples = len(views)
+    held_out = int(n_samples * validation_fraction)
+    use_split = held_out >= 2 and n_samples - held_out >= 2
+    class_weight = _class_weight(views.labels)
+    schedule = [("cosine_lr", LRScheduler(policy="CosineAnnealingLR", T_max=max_epochs))]
+    schedule += list(callbacks or [])
+    if use_split and patience is not None:
+        schedule.append(("early_stopping", EarlyStopping(patience=patience, load_best=True)))
+    params = dict(
+        module=ConvAutoEncoder,
+        module__in_channels=in_channels,
+        module__layer_sizes=tuple(layer_sizes),
+        module__bottleneck=bottleneck,
+        module__noise=float(noise),
+        module__n_classes=0 if class_weight is None else len(class_weight),
+        sparsity=float(sparsity),
+        supervision=float(supervision),
+        class_weight=class_weight,
+        criterion=nn.MSELoss,
+        optimizer=torch.optim.Adam,
+        lr=lr,
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        iterator_train__shuffle=True,
+        train_split=ValidSplit(validation_fraction, random_state=seed) if use_split else None,
+        callbacks=schedule,
+        device=str(device),
+        verbose=int(verbose > 0),
+    )
+    params.update(net_params or {})
+    net = AutoEncoderNet(**params)
+    positions = min(batch_size, n_samples) * height * width
+    with _seeded(seed, device), cpu_threads_for(device, positions):
+        net.fit(views, y=None)
+    losses = net.history[:, "train_loss"]
+    if not np.all(np.isfinite(losses)):
+        raise ValueError(
+            "The auto-encoder's training loss became NaN or infinite (epoch "
+            f"{int(np.argmin(np.isfinite(losses))) + 1}). Lower lr (now {lr}) "
+            "or check the input images."
+        )
+    net.module_.eval()
+    return net
