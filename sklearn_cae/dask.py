@@ -21,6 +21,7 @@ See ``docs/cluster.md`` for a runnable example and the multi-GPU plan.
 from __future__ import annotations
 
 import multiprocessing
+import numbers
 import os
 from collections.abc import Sequence
 
@@ -29,6 +30,8 @@ import dask.array as da
 import numpy as np
 from distributed import Client, WorkerPlugin, get_client
 from sklearn.utils.validation import check_is_fitted
+
+from ._param_validation import HasMethods, Interval, validate_params
 
 __all__ = ["TorchWorkerPlugin", "featurize"]
 
@@ -103,6 +106,16 @@ def _broadcast(featurizer, client: Client | None):
     return client.scatter(featurizer, broadcast=True, hash=False)
 
 
+@validate_params(
+    {
+        "featurizer": [HasMethods(["transform", "get_feature_names_out"])],
+        # X is a Dask array, an array or paths; the checks below say which went wrong.
+        "X": "no_validation",
+        "chunk_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "client": [Client, None],
+    },
+    prefer_skip_nested_validation=True,
+)
 def featurize(
     featurizer,
     X,
@@ -144,13 +157,9 @@ def featurize(
     >>> features = featurize(fitted, da.from_zarr("images.zarr"), chunk_size=512)  # doctest: +SKIP
     >>> features.to_zarr("features.zarr")  # doctest: +SKIP
     """
-    check_is_fitted(featurizer)
-    if (
-        isinstance(chunk_size, bool)
-        or not isinstance(chunk_size, int | np.integer)
-        or chunk_size < 1
-    ):
+    if isinstance(chunk_size, bool):  # Interval(Integral, ...) would take True for 1
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
+    check_is_fitted(featurizer)
     n_features = len(featurizer.get_feature_names_out())
     meta = np.empty((0, n_features), dtype=np.float32)
     if _is_path_list(X):

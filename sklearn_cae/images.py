@@ -56,6 +56,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._param_validation import Interval, StrOptions, validate_params
+
 __all__ = [
     "CHANNEL_POLICIES",
     "INTENSITY_POLICIES",
@@ -1011,6 +1013,16 @@ def _pil_source(images: list, channels: str) -> ImageSource:
     return _lazy_source("pil", list(images), counts, sizes, channels)
 
 
+@validate_params(
+    {
+        # X takes many kinds; the checks below name the problem and the image.
+        "X": "no_validation",
+        "image_shape": ["array-like", None],
+        "num_workers": [Interval(numbers.Integral, 0, None, closed="left"), None],
+        "channels": [StrOptions(set(CHANNEL_POLICIES))],
+    },
+    prefer_skip_nested_validation=True,
+)
 def as_image_source(
     X, *, image_shape=None, num_workers: int | None = None, channels: str = "convert"
 ) -> ImageSource:
@@ -1051,14 +1063,9 @@ def as_image_source(
     """
     from PIL import Image
 
-    channels = check_channels(channels)
     if isinstance(X, ImageSource):
         return X
-    if num_workers is not None and (
-        not isinstance(num_workers, numbers.Integral)
-        or isinstance(num_workers, bool)
-        or num_workers < 0
-    ):
+    if isinstance(num_workers, bool):  # Interval(Integral, ...) would take True for 1
         raise ValueError(f"num_workers must be None or an int >= 0, got {num_workers!r}.")
     if isinstance(X, str | os.PathLike):
         raise TypeError(

@@ -12,7 +12,7 @@ from PIL import Image
 
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
 from sklearn_cae import images as images_module
-from sklearn_cae.images import as_image_source, read_image
+from sklearn_cae.images import as_image_source, check_image_size, read_image
 
 from .helpers import FAST, FAST_CAE
 
@@ -285,9 +285,14 @@ def test_worker_processes_give_the_same_features(tmp_path, gray, gray_feat, monk
 def test_raw_batches_are_available_for_caching(tmp_path, gray, gray_feat):
     paths = _save(gray, tmp_path)
     for X in (gray, paths):
-        source = gray_feat._check_images(X, reset=False)
-        device = torch.device("cpu")
-        batches = gray_feat._iter_batches(source, vars(gray_feat), device, with_raw=True)
+        source = as_image_source(X)
+        batches = source.batches(
+            gray_feat.batch_size,
+            image_size=check_image_size(gray_feat.image_size),
+            intensity=gray_feat.intensity,
+            device=torch.device("cpu"),
+            with_raw=True,
+        )
         raws = [raw for raw, _ in batches]
         got = np.concatenate([np.stack(list(r)) for r in raws])
         np.testing.assert_array_equal(got[..., 0], gray)
@@ -497,7 +502,7 @@ def test_strict_channels_refuse_a_mix_and_another_channel_count(tmp_path, gray, 
     paths = _mixed_files(tmp_path)
     with pytest.raises(ValueError, match=r"mixed channel counts.*rgb\.png.*'strict'"):
         as_image_source(paths, channels="strict")
-    with pytest.raises(ValueError, match=r"channels must be 'convert' or 'strict'"):
+    with pytest.raises(ValueError, match=r"'channels' parameter of as_image_source must be"):
         as_image_source(paths, channels="rgb")
     strict = BackboneFeaturizer(**FEAT, channels="strict")
     with pytest.raises(ValueError, match=r"mixed channel counts"):
