@@ -2,14 +2,30 @@
 
 Runs every method of issue 4 on BreastMNIST, PneumoniaMNIST, RetinaMNIST (official
 train / test splits) and the COVID-19 X-ray set (5-fold CV) and writes
-``benchmarks/results/accuracy.{md,json,png}``. ``--parts ablation`` runs the design
-study of ``docs/method.md`` on backbone maps computed once per data set.
+``benchmarks/results/accuracy.{json,md,png}``. The benchmark is made of parts, each
+one function that yields result rows tagged with their part (``"part"``):
+
+* ``raw``: raw pixels + PCA(50);
+* ``backbone``: ``BackboneFeaturizer`` at every layer, and with its layer chosen by
+  inner CV on the training part;
+* ``cae``: ``CAETransferFeaturizer`` with its defaults;
+* ``grid``: ``CAETransferFeaturizer`` tuned by ``GridSearchCV``;
+* ``finetune``: the whole network fine-tuned with a new linear head;
+* ``labels``: label efficiency on MedMNIST (5, 10, 25, 100% of the training labels)
+  of the ``--label-methods`` (``cae``, ``backbone``, ``finetune``); these rows also
+  carry ``"label_method"``.
 
 Usage::
 
     python benchmarks/accuracy.py                  # the full benchmark (GPU: minutes)
     python benchmarks/accuracy.py --quick --out /tmp/smoke   # tiny smoke subset
-    python benchmarks/accuracy.py --parts ablation
+    python benchmarks/accuracy.py --merge --parts cae labels --label-methods cae
+
+``--merge`` keeps the rows of the existing ``accuracy.json`` that this run does not
+produce again (matched by data set, part and label method) and replaces the others.
+The design studies of ``docs/method.md`` are ``benchmarks/ablation.py``; the report
+(``accuracy.md`` and ``accuracy.png``) is rewritten from ``accuracy.json`` by
+``python benchmarks/accuracy_report.py``.
 
 Every classifier is ``StandardScaler + SVC(class_weight="balanced")``; stochastic
 methods are repeated over ``--seeds`` seeds and reported as mean ± std over
@@ -22,185 +38,138 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils.class_weight import compute_class_weight
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH))
+
+import accuracy_report  # noqa: E402
+from bench_common import (  # noqa: E402
+    LABEL_FRACTIONS,
+    MEDMNIST,
+    RESULTS,
+    EvaluationSet,
+    add_run_arguments,
+    channels_last,
+    eval_features,
+    load_evaluation_set,
+    run_settings,
+    scores,
+    subsample,
+    summarise,
+    svc,
+    write_json,
+)
 
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer, available_layers  # noqa: E402
-from sklearn_cae.devices import resolve_device  # noqa: E402
 from sklearn_cae.backbones import load_backbone  # noqa: E402
-from sklearn_cae.cae import MapViews  # noqa: E402
-from sklearn_cae.datasets import load_medmnist, stratified_subset  # noqa: E402
+from sklearn_cae.devices import resolve_device  # noqa: E402
 from sklearn_cae.images import preprocess_batch  # noqa: E402
-from sklearn_cae.pooling import pool  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
-MEDMNIST = ("breastmnist", "pneumoniamnist", "retinamnist")
-DATASETS = (*MEDMNIST, "covid19_xray")
-FRACTIONS = (0.05, 0.10, 0.25, 1.0)
-N_JOBS = -1  # 1 with --quick, where starting worker processes costs more than it saves
-# MedMNIST v2 (Yang et al., 2023), Table 3: test (ACC, AUC).
-PUBLISHED = {
-    "ResNet-18 (28)": {
-        "breastmnist": (0.863, 0.901),
-        "pneumoniamnist": (0.854, 0.944),
-        "retinamnist": (0.524, 0.717),
-    },
-    "ResNet-50 (224)": {
-        "breastmnist": (0.842, 0.866),
-        "pneumoniamnist": (0.884, 0.962),
-        "retinamnist": (0.511, 0.716),
-    },
-}
+PARTS = ("raw", "backbone", "cae", "grid", "finetune", "labels")
+LABEL_METHODS = ("cae", "backbone", "finetune")
 
 
-# ----------------------------------------------------------------------------- data
-def check_images(X: np.ndarray) -> np.ndarray:
-    """(n, H, W) or (n, H, W, C) uint8 arrays as channels-last (n, H, W, C)."""
-    return X[..., None] if X.ndim == 3 else X
+# --------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What one run of the benchmark does; built from the command line."""
 
+    datasets: tuple[str, ...]
+    parts: tuple[str, ...]
+    label_methods: tuple[str, ...]
+    seeds: int
+    image_size: int
+    ft_epochs: int
+    ft_seeds: int | None
+    ft_lr: float
+    grid_splits: int
+    device: str
+    medmnist_root: Path
+    covid_root: Path
+    out: Path
+    merge: bool
+    quick: bool
+    command_line: str
 
-def load_dataset(name: str, args) -> dict:
-    """Images, labels and the evaluation splits [(train_index, test_index), ...]."""
-    if name == "covid19_xray":
-        data = np.load(Path(args.covid_root) / "covid19_xray.npz")
-        X, y = data["images"], data["labels"].astype(np.int64)
-        cv = StratifiedKFold(5, shuffle=True, random_state=0)
-        splits = list(cv.split(X, y))
-    else:
-        X_train, y_train = load_medmnist(name, "train", root=args.medmnist_root)
-        X_test, y_test = load_medmnist(name, "test", root=args.medmnist_root)
-        X, y = np.concatenate([X_train, X_test]), np.concatenate([y_train, y_test])
-        splits = [(np.arange(len(X_train)), np.arange(len(X_train), len(X)))]
-    if args.quick:  # a stratified handful of images, one split
-        rng = np.random.default_rng(0)
-        train, test = splits[0]
-        train = np.concatenate(
-            [rng.choice(train[y[train] == c], 12, replace=False) for c in np.unique(y)]
+    @property
+    def n_jobs(self) -> int:
+        """Worker processes of the CV loops; 1 with --quick, where starting them costs more."""
+        return 1 if self.quick else -1
+
+    @property
+    def finetune_seeds(self) -> int:
+        """Seeds of the fine-tuning runs (``--ft-seeds``, else ``--seeds``)."""
+        return self.ft_seeds or self.seeds
+
+    @classmethod
+    def from_argv(cls, argv: list[str] | None = None) -> BenchmarkConfig:
+        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        add_run_arguments(parser, default_out=RESULTS)
+        parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+        parser.add_argument(
+            "--label-methods", nargs="+", default=list(LABEL_METHODS), choices=LABEL_METHODS
         )
-        test = rng.choice(test, 24, replace=False)
-        X, y = X[np.concatenate([train, test])], y[np.concatenate([train, test])]
-        splits = [(np.arange(len(train)), np.arange(len(train), len(X)))]
-    return {"X": X, "y": y, "splits": splits, "n_classes": int(y.max()) + 1}
+        parser.add_argument("--ft-epochs", type=int, default=15)
+        parser.add_argument("--ft-seeds", type=int, default=None, help="seeds of fine-tuning")
+        parser.add_argument("--ft-lr", type=float, default=3e-4)
+        parser.add_argument("--grid-splits", type=int, default=1, help="CV folds searched (COVID)")
+        parser.add_argument(
+            "--merge", action="store_true", help="keep rows of accuracy.json not produced now"
+        )
+        args = parser.parse_args(argv)
+        return cls(
+            **run_settings(args),
+            parts=tuple(args.parts),
+            label_methods=tuple(args.label_methods),
+            ft_epochs=args.ft_epochs,
+            ft_seeds=args.ft_seeds,
+            ft_lr=args.ft_lr,
+            grid_splits=args.grid_splits,
+            merge=args.merge,
+            command_line=" ".join(sys.argv[1:] if argv is None else argv),
+        )
 
 
-# -------------------------------------------------------------------------- metrics
-def svc() -> object:
-    return make_pipeline(StandardScaler(), SVC(class_weight="balanced"))
-
-
-def scores(y_true, y_pred, y_score, n_classes: int) -> dict:
-    """Accuracy, balanced accuracy and (macro one-vs-rest) ROC AUC."""
-    y_score = np.asarray(y_score)
-    if n_classes == 2:
-        auc = roc_auc_score(y_true, y_score if y_score.ndim == 1 else y_score[:, 1])
-    else:  # macro mean of the per-class one-vs-rest AUCs, from any monotone scores
-        auc = np.mean([roc_auc_score(y_true == k, y_score[:, k]) for k in range(n_classes)])
-    return {
-        "acc": accuracy_score(y_true, y_pred),
-        "bacc": balanced_accuracy_score(y_true, y_pred),
-        "auc": float(auc),
-    }
-
-
-def eval_features(F_train, y_train, F_test, y_test, n_classes) -> dict:
-    model = svc().fit(F_train, y_train)
-    return scores(y_test, model.predict(F_test), model.decision_function(F_test), n_classes)
-
-
-def cv_bacc(F, y, folds: int = 5, seed: int = 0) -> float:
+# ------------------------------------------------------------------- shared steps
+def cv_bacc(F, y, n_jobs: int, folds: int = 5, seed: int = 0) -> float:
+    """Mean balanced accuracy of :func:`svc` over stratified folds."""
     folds = max(2, min(folds, np.bincount(y).min()))
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    return cross_val_score(svc(), F, y, cv=cv, scoring="balanced_accuracy", n_jobs=N_JOBS).mean()
+    return cross_val_score(svc(), F, y, cv=cv, scoring="balanced_accuracy", n_jobs=n_jobs).mean()
 
 
-def summarise(runs: list[dict]) -> dict:
-    out = {}
-    for key in ("acc", "bacc", "auc"):
-        values = np.array([r[key] for r in runs])
-        out[key], out[f"{key}_std"] = float(values.mean()), float(values.std())
-    out["n_runs"] = len(runs)
-    return out
-
-
-def subsample(y, fraction: float, seed: int) -> np.ndarray:
-    """A stratified subset of indices with at least 2 labels per class."""
-    return stratified_subset(y, fraction, random_state=seed)
-
-
-# -------------------------------------------------------------------- the methods
-def raw_pixels(data, split, args) -> dict:
-    X = data["X"].reshape(len(data["X"]), -1).astype(np.float32) / 255.0
-    train, test = split
-    n_components = min(50, len(train) - 1)
-    model = make_pipeline(
-        PCA(n_components, random_state=0), StandardScaler(), SVC(class_weight="balanced")
-    )
-    model.fit(X[train], data["y"][train])
-    y_test = data["y"][test]
-    return scores(
-        y_test, model.predict(X[test]), model.decision_function(X[test]), data["n_classes"]
-    )
-
-
-def backbone_features(data, args) -> tuple[dict, float]:
-    """avg-pooled features of every layer, exactly what BackboneFeaturizer(layer=L) gives."""
-    layers = available_layers("efficientnet_lite0")
-    start = time.perf_counter()
-    feat = BackboneFeaturizer(
-        layer=layers, image_size=args.image_size, device=args.device, batch_size=128
-    )
-    F = feat.fit(data["X"][:2]).transform(data["X"])
-    widths = np.cumsum([0, *feat.n_channels_])
-    per_layer = {name: F[:, a:b] for name, a, b in zip(layers, widths, widths[1:], strict=False)}
-    return per_layer, time.perf_counter() - start
-
-
-def select_layer(per_layer: dict, train, y) -> str:
+def select_layer(per_layer: dict, train, y, n_jobs: int) -> str:
     """The layer with the best inner 5-fold CV balanced accuracy on the training part."""
-    cv = {name: cv_bacc(F[train], y[train]) for name, F in per_layer.items()}
+    cv = {name: cv_bacc(F[train], y[train], n_jobs) for name, F in per_layer.items()}
     return max(cv, key=cv.get)
 
 
-def cae_pipeline(seed: int, args, **params):
+def cae_pipeline(seed: int, config: BenchmarkConfig, **params):
+    """``CAETransferFeaturizer + StandardScaler + SVC`` (2 epochs with --quick)."""
     feat = CAETransferFeaturizer(
-        image_size=args.image_size, device=args.device, random_state=seed, **params
+        image_size=config.image_size, device=config.device, random_state=seed, **params
     )
-    if args.quick:
+    if config.quick:
         feat.set_params(max_epochs=2)
     return make_pipeline(feat, StandardScaler(), SVC(class_weight="balanced"))
 
 
-def cae_features(data, train_unlabelled, seed, args, **params):
-    """Fit the CAE featurizer on unlabelled images; return features of every image.
-
-    ``fit_transform`` encodes the training images from the maps computed for fitting,
-    so the backbone sees every image once.
-    """
-    feat = cae_pipeline(seed, args, **params)[0]
-    X = data["X"]
-    F_train = feat.fit_transform(X[train_unlabelled])
-    rest = np.setdiff1d(np.arange(len(X)), train_unlabelled)
-    F = np.empty((len(X), F_train.shape[1]), dtype=np.float32)
-    F[train_unlabelled] = F_train
-    if len(rest):
-        F[rest] = feat.transform(X[rest])
-    return F
-
-
-# ------------------------------------------------------------------ fine-tuning
 class LinearHeadNet(torch.nn.Module):
     """The full pretrained backbone with its classifier replaced by a new linear layer."""
 
@@ -214,26 +183,8 @@ class LinearHeadNet(torch.nn.Module):
             return self.model(x.contiguous(memory_format=torch.channels_last)).float()
 
 
-def network_inputs(X, args) -> torch.Tensor:
-    """Images resized and normalised exactly as the featurizers feed the backbone.
-
-    Kept on the training device, so that fine-tuning epochs are not input-bound.
-    """
-    spec_mean, spec_std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # Lite0's own normalisation
-    images = check_images(X)
-    size = (args.image_size, args.image_size)
-    device = resolve_device(args.device)
-    return torch.cat(
-        [
-            preprocess_batch(
-                images[s : s + 256], image_size=size, mean=spec_mean, std=spec_std, device=device
-            ).contiguous()
-            for s in range(0, len(images), 256)
-        ]
-    )
-
-
-def fine_tune(inputs, y, train, test, n_classes, seed, args) -> dict:
+def fine_tune(inputs, y, train, test, n_classes, seed, config: BenchmarkConfig) -> dict:
+    """Scores of the network fine-tuned on ``train`` (skorch, early stopping)."""
     from skorch import NeuralNetClassifier
     from skorch.callbacks import EarlyStopping
     from skorch.dataset import ValidSplit
@@ -246,13 +197,13 @@ def fine_tune(inputs, y, train, test, n_classes, seed, args) -> dict:
         criterion=torch.nn.CrossEntropyLoss,
         criterion__weight=torch.tensor(weight, dtype=torch.float32),
         optimizer=torch.optim.AdamW,
-        lr=args.ft_lr,
-        max_epochs=1 if args.quick else args.ft_epochs,
+        lr=config.ft_lr,
+        max_epochs=1 if config.quick else config.ft_epochs,
         batch_size=64,
         iterator_train__shuffle=True,
         train_split=ValidSplit(0.15, stratified=True, random_state=seed),
         callbacks=[EarlyStopping(patience=3, load_best=True)],
-        device=str(resolve_device(args.device)),
+        device=str(resolve_device(config.device)),
         verbose=0,
     )
     net.fit(inputs[torch.as_tensor(train, device=inputs.device)], y[train])
@@ -260,621 +211,347 @@ def fine_tune(inputs, y, train, test, n_classes, seed, args) -> dict:
     return scores(y[test], proba.argmax(1), proba, n_classes)
 
 
-# --------------------------------------------------------------------- ablation
-ABLATION_LAYERS = ("blocks.2", "blocks.3", "blocks.4", "blocks.5", "blocks.6", "conv_head")
-# The CAE of the first ablation (before the sparse code became the default).
-ABLATION_BASE = {"bottleneck": 64, "sparsity": 0.0}
-# (name, layer, CAETransferFeaturizer parameters) of every auto-encoder trained.
-ABLATION_CAES = [
-    *[(f"cae {layer}", layer, ABLATION_BASE) for layer in ABLATION_LAYERS[1:]],
-    ("cae blocks.4 bottleneck=128", "blocks.4", {**ABLATION_BASE, "bottleneck": 128}),
-    ("cae blocks.4 bottleneck=256", "blocks.4", {**ABLATION_BASE, "bottleneck": 256}),
-    (
-        "cae blocks.4 layer_sizes=(256,128)",
-        "blocks.4",
-        {**ABLATION_BASE, "layer_sizes": (256, 128)},
-    ),
-    ("cae blocks.4 noise=0.2", "blocks.4", {**ABLATION_BASE, "noise": 0.2}),
-    ("cae blocks.4 noise=0.5", "blocks.4", {**ABLATION_BASE, "noise": 0.5}),
-    ("cae blocks.6 noise=0.5", "blocks.6", {**ABLATION_BASE, "noise": 0.5}),
-]
+class DatasetWork:
+    """One data set's costly intermediate results, each computed once, on first use.
 
-
-def ablation_maps(data, args) -> tuple[dict, dict]:
-    """Raw maps of the ablation layers (float16) and avg / max pooled maps of all layers."""
-    layers = available_layers("efficientnet_lite0")
-    device = resolve_device(args.device)
-    feat = BackboneFeaturizer(layer=layers, image_size=args.image_size, device=args.device)
-    feat.fit(data["X"][:2])
-    images = check_images(data["X"])
-    maps = {name: [] for name in ABLATION_LAYERS}
-    pooled = {name: [] for name in layers}
-    size = (args.image_size, args.image_size)
-    for s in range(0, len(images), 256):
-        batch = preprocess_batch(
-            images[s : s + 256],
-            image_size=size,
-            mean=feat.input_mean_,
-            std=feat.input_std_,
-            device=device,
-        )
-        with torch.inference_mode():
-            outs = [m.float() for m in feat.backbone_(batch)]
-        for name, m in zip(layers, outs, strict=False):
-            pooled[name].append(pool(m, "avgmax").cpu())
-            if name in maps:
-                maps[name].append(m.half().cpu())
-    return (
-        {k: torch.cat(v) for k, v in maps.items()},
-        {k: torch.cat(v).numpy() for k, v in pooled.items()},
-    )
-
-
-def standardise(maps: torch.Tensor, fit_index) -> np.ndarray:
-    """Per-channel standardisation with training statistics, as the featurizer does."""
-    train = maps[fit_index].double()
-    mean = train.mean(dim=(0, 2, 3), keepdim=True)
-    var = train.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
-    # Dead channels keep unit scale, as in CAETransferFeaturizer.
-    std = torch.where(var > 1e-12, var.sqrt(), torch.ones_like(var))
-    return ((maps.double() - mean) / std).half().numpy()
-
-
-def train_codes(maps: np.ndarray, fit_index, seed: int, args, params: dict) -> torch.Tensor:
-    """Train one CAE through the featurizer's own skorch set-up; return all code maps."""
-    params = dict(params)
-    if args.quick:
-        params["max_epochs"] = 2
-    feat = CAETransferFeaturizer(device=args.device, random_state=seed, **params)
-    device = resolve_device(args.device)
-    net = feat._train_cae(MapViews(maps[fit_index]), seed, device)
-    with torch.inference_mode():
-        codes = [
-            net.module_.encode(torch.from_numpy(maps[s : s + 512]).to(device)).cpu()
-            for s in range(0, len(maps), 512)
-        ]
-    return torch.cat(codes)
-
-
-def ablation_data(name: str, args):
-    """A data set and the ablation's (train, test) indices.
-
-    COVID-19 is cross-validated over all images (the CAE sees them without labels);
-    PneumoniaMNIST's training split is subsampled to 2,000 images to fit the budget.
+    Several parts need the same thing (the backbone features of every layer, the
+    layer chosen by inner CV, a seed's CAE features, the fine-tuning inputs); the
+    part that asks first computes it, and its time counts there, as in a run of that
+    part alone.
     """
-    data = load_dataset(name, args)
-    train, test = data["splits"][0]
-    if name == "covid19_xray":
-        train, test = np.arange(len(data["y"])), None
-    elif name == "pneumoniamnist" and not args.quick:
-        train = np.sort(np.random.default_rng(0).choice(train, 2000, replace=False))
-    return data, train, test
 
+    def __init__(self, data: EvaluationSet, config: BenchmarkConfig):
+        self.data = data
+        self.config = config
+        self._cae_features: dict[tuple[int, int], np.ndarray] = {}
 
-def ablation(args) -> dict:
-    results = {}
-    for name in args.datasets:
+    @cached_property
+    def backbone(self) -> tuple[dict[str, np.ndarray], float]:
+        """Avg-pooled features of every layer (what ``BackboneFeaturizer(layer=L)``
+        gives) and the seconds they took."""
+        layers = available_layers("efficientnet_lite0")
         start = time.perf_counter()
-        data, train, test = ablation_data(name, args)
-        maps, pooled = ablation_maps(data, args)
-        print(f"[ablation] {name}: maps {time.perf_counter() - start:.0f}s", flush=True)
-        bb = {f"backbone {k} avg": v[:, : v.shape[1] // 2] for k, v in pooled.items()}
-        features = {**{f"backbone {k} avgmax": v for k, v in pooled.items()}, **bb}
-        features["backbone blocks.3-6+head avg"] = np.hstack(
-            [bb[f"backbone {k} avg"] for k in ABLATION_LAYERS[1:]]
+        feat = BackboneFeaturizer(
+            layer=layers,
+            image_size=self.config.image_size,
+            device=self.config.device,
+            batch_size=128,
         )
-        for seed in range(args.seeds):
-            standard = {k: standardise(v, train) for k, v in maps.items()}
-            codes = {}
-            for cae_name, layer, params in ABLATION_CAES:
-                code = train_codes(standard[layer], train, seed, args, params)
-                for pooling in ("avg", "max", "avgmax", "spp"):
-                    if pooling == "avgmax" or cae_name == "cae blocks.4":
-                        key = f"{cae_name} {pooling}" if pooling != "avgmax" else cae_name
-                        codes[key] = pool(code.float(), pooling).numpy()
-            for combo in (
-                ("blocks.4", "blocks.6"),
-                ("blocks.3", "blocks.4", "blocks.5", "blocks.6"),
-            ):
-                codes["cae " + "+".join(combo)] = np.hstack([codes[f"cae {k}"] for k in combo])
-            for layer in ("blocks.4", "blocks.5", "blocks.6", "conv_head"):
-                for code_name in (
-                    f"cae {layer}",
-                    "cae blocks.4 noise=0.5",
-                    "cae blocks.4+blocks.6",
-                ):
-                    codes[f"{code_name} + backbone {layer} avg"] = np.hstack(
-                        [codes[code_name], bb[f"backbone {layer} avg"]]
-                    )
-            for key, value in codes.items():
-                features[f"{key} | seed {seed}"] = value
-            print(f"[ablation] {name}: seed {seed} {time.perf_counter() - start:.0f}s", flush=True)
-
-        results[name] = summarise_ablation(features, data, train, test)
-        results[name]["_seconds"] = time.perf_counter() - start
-        print(f"[ablation] {name}: done {time.perf_counter() - start:.0f}s", flush=True)
-        write_json(results, Path(args.out) / "accuracy.ablation.json")
-    return results
-
-
-def summarise_ablation(features: dict, data, train, test) -> dict:
-    """CV (and test) balanced accuracy of each feature set, mean over its seeds.
-
-    Keys ``"<name> | seed <k>"`` are grouped by ``<name>``; feature sets with
-    non-finite values are reported and dropped.
-    """
-    from joblib import Parallel, delayed
-
-    y, k = data["y"], data["n_classes"]
-
-    def evaluate(F):
-        cv = StratifiedKFold(5, shuffle=True, random_state=0)
-        out = {
-            "cv_bacc": cross_val_score(
-                svc(), F[train], y[train], cv=cv, scoring="balanced_accuracy"
-            ).mean()
+        F = feat.fit(self.data.X[:2]).transform(self.data.X)
+        widths = np.cumsum([0, *feat.n_channels_])
+        per_layer = {
+            name: F[:, a:b] for name, a, b in zip(layers, widths, widths[1:], strict=False)
         }
-        if test is not None:
-            out.update(eval_features(F[train], y[train], F[test], y[test], k))
-        return out
+        return per_layer, time.perf_counter() - start
 
-    bad = [key for key, F in features.items() if not np.isfinite(F).all()]
-    if bad:
-        print(f"[ablation] non-finite features (dropped): {bad}", flush=True)
-    keys = [key for key in features if key not in bad]
-    evaluated = Parallel(n_jobs=N_JOBS)(delayed(evaluate)(features[key]) for key in keys)
-    rows: dict[str, list] = {}
-    for key, out in zip(keys, evaluated, strict=True):
-        rows.setdefault(key.split(" | seed")[0], []).append(out)
+    @cached_property
+    def chosen_layers(self) -> list[str]:
+        """Per split, the backbone layer chosen by inner CV on its training part."""
+        per_layer, _ = self.backbone
+        n_jobs = self.config.n_jobs
+        return [select_layer(per_layer, tr, self.data.y, n_jobs) for tr, _ in self.data.splits]
+
+    @cached_property
+    def network_inputs(self) -> torch.Tensor:
+        """Images resized and normalised exactly as the featurizers feed the backbone.
+
+        Kept on the training device, so that fine-tuning epochs are not input-bound.
+        """
+        spec_mean, spec_std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # Lite0's own normalisation
+        images = channels_last(self.data.X)
+        size = (self.config.image_size, self.config.image_size)
+        device = resolve_device(self.config.device)
+        return torch.cat(
+            [
+                preprocess_batch(
+                    images[s : s + 256],
+                    image_size=size,
+                    mean=spec_mean,
+                    std=spec_std,
+                    device=device,
+                ).contiguous()
+                for s in range(0, len(images), 256)
+            ]
+        )
+
+    def cae_features(self, seed: int, split: int = 0) -> np.ndarray:
+        """Features of every image from the CAE featurizer fitted, without labels, on
+        the training images of ``split``.
+
+        ``fit_transform`` encodes the training images from the maps computed for
+        fitting, so the backbone sees every image once.
+        """
+        key = (seed, split)
+        if key not in self._cae_features:
+            train = self.data.splits[split][0]
+            feat = cae_pipeline(seed, self.config)[0]
+            X = self.data.X
+            F_train = feat.fit_transform(X[train])
+            rest = np.setdiff1d(np.arange(len(X)), train)
+            F = np.empty((len(X), F_train.shape[1]), dtype=np.float32)
+            F[train] = F_train
+            if len(rest):
+                F[rest] = feat.transform(X[rest])
+            self._cae_features[key] = F
+        return self._cae_features[key]
+
+
+# ------------------------------------------------------------------------ the parts
+def part_row(name: str, part: str, method: str, runs: list[dict], seconds: float, **extra):
+    """A result row: mean ± std of the runs' scores, tagged with its part."""
     return {
-        key: {m: float(np.mean([r[m] for r in runs])) for m in runs[0]}
-        | {"cv_bacc_std": float(np.std([r["cv_bacc"] for r in runs])), "n_seeds": len(runs)}
-        for key, runs in rows.items()
+        "dataset": name,
+        "part": part,
+        "method": method,
+        **summarise(runs),
+        "seconds": seconds,
+        **extra,
     }
 
 
-def blocks4_ablation(args, label: str, filename: str, seed_features) -> dict:
-    """Run one blocks.4 ablation set on every data set and write ``filename``.
+def raw_pixel_rows(name: str, work: DatasetWork) -> Iterator[dict]:
+    """Raw pixels, PCA to 50 components, then the SVC."""
+    data = work.data
+    start = time.perf_counter()
+    X = data.X.reshape(len(data.X), -1).astype(np.float32) / 255.0
+    runs = []
+    for train, test in data.splits:
+        model = make_pipeline(
+            PCA(min(50, len(train) - 1), random_state=0),
+            StandardScaler(),
+            SVC(class_weight="balanced"),
+        ).fit(X[train], data.y[train])
+        y_test = data.y[test]
+        runs.append(
+            scores(y_test, model.predict(X[test]), model.decision_function(X[test]), data.n_classes)
+        )
+    yield part_row(name, "raw", "raw pixels + PCA(50)", runs, time.perf_counter() - start)
 
-    ``seed_features(standard, bb, train, seed)`` returns ``{name: features}`` for one
-    seed, from the standardised blocks.4 maps and their avg+max pooled backbone vector.
+
+def backbone_rows(name: str, work: DatasetWork) -> Iterator[dict]:
+    """``BackboneFeaturizer`` at every layer, then with its layer chosen by inner CV."""
+    y, splits, k = work.data.y, work.data.splits, work.data.n_classes
+    per_layer, bb_seconds = work.backbone
+    for layer, F in per_layer.items():
+        runs = [eval_features(F[tr], y[tr], F[te], y[te], k) for tr, te in splits]
+        yield part_row(name, "backbone", f"BackboneFeaturizer layer={layer}", runs, bb_seconds)
+    start = time.perf_counter()
+    chosen = work.chosen_layers
+    runs = [
+        eval_features(per_layer[layer][tr], y[tr], per_layer[layer][te], y[te], k)
+        for layer, (tr, te) in zip(chosen, splits, strict=True)
+    ]
+    seconds = bb_seconds + time.perf_counter() - start
+    method = "BackboneFeaturizer, layer by inner CV"
+    yield part_row(name, "backbone", method, runs, seconds, layers=chosen)
+
+
+def cae_rows(name: str, work: DatasetWork) -> Iterator[dict]:
+    """``CAETransferFeaturizer`` with its defaults, fitted per seed and split.
+
+    Each run equals ``Pipeline(featurizer, scaler, SVC).fit(X[tr], y[tr])`` scored on
+    ``X[te]``.
     """
-    results = {}
-    for name in args.datasets:
-        start = time.perf_counter()
-        data, train, test = ablation_data(name, args)
-        maps, pooled = ablation_maps(data, args)
-        bb = pooled["blocks.4"]
-        standard = standardise(maps["blocks.4"], train)
-        features = {"backbone blocks.4 avg": bb[:, : bb.shape[1] // 2]}
-        for seed in range(args.seeds):
-            for key, value in seed_features(standard, bb, train, seed).items():
-                features[f"{key} | seed {seed}"] = value
-        results[name] = summarise_ablation(features, data, train, test)
-        results[name]["_seconds"] = time.perf_counter() - start
-        print(f"[{label}] {name}: {time.perf_counter() - start:.0f}s", flush=True)
-        write_json(results, Path(args.out) / filename)
-    return results
+    y, splits, k = work.data.y, work.data.splits, work.data.n_classes
+    start = time.perf_counter()
+    runs = []
+    for seed in range(work.config.seeds):
+        for index, (tr, te) in enumerate(splits):
+            F = work.cae_features(seed, index)
+            runs.append(eval_features(F[tr], y[tr], F[te], y[te], k))
+    seconds = (time.perf_counter() - start) / len(runs)
+    yield part_row(name, "cae", "CAETransferFeaturizer (defaults)", runs, seconds)
 
 
-def ablation_final(args) -> dict:
-    """The chosen defaults against their nearest alternatives (same maps, same seeds)."""
+def grid_rows(name: str, work: DatasetWork) -> Iterator[dict]:
+    """``CAETransferFeaturizer`` with layer and bottleneck tuned by ``GridSearchCV``."""
+    data, config = work.data, work.config
+    X, y, k = data.X, data.y, data.n_classes
+    start = time.perf_counter()
+    runs, best = [], []
+    grid = {
+        "caetransferfeaturizer__layer": ["blocks.4", "blocks.5"],
+        "caetransferfeaturizer__bottleneck": [64, 256],
+    }
+    if config.quick:
+        grid = {"caetransferfeaturizer__bottleneck": [8, 16]}
+    for tr, te in data.splits[: config.grid_splits]:
+        # The backbone maps are computed once per layer and shared by every fit.
+        with tempfile.TemporaryDirectory() as cache:
+            search = GridSearchCV(
+                cae_pipeline(0, config, cache=cache),
+                grid,
+                cv=2 if config.quick else 3,
+                scoring="balanced_accuracy",
+                n_jobs=config.n_jobs,
+            ).fit(X[tr], y[tr])
+            best.append({p.split("__")[1]: v for p, v in search.best_params_.items()})
+            model = search.best_estimator_
+            runs.append(scores(y[te], model.predict(X[te]), model.decision_function(X[te]), k))
+    seconds = time.perf_counter() - start
+    method = "CAETransferFeaturizer, GridSearchCV"
+    yield part_row(name, "grid", method, runs, seconds, best_params=best)
 
-    def seed_features(standard, bb, train, seed):
-        avg_bb, features = bb[:, : bb.shape[1] // 2], {}
-        for bneck in (64, 128):
-            params = {**ABLATION_BASE, "bottleneck": bneck}
-            code = train_codes(standard, train, seed, args, params).float()
-            avg, avgmax = pool(code, "avg").numpy(), pool(code, "avgmax").numpy()
-            tag = f"bottleneck={bneck}"
-            features[f"code avg + backbone avg, {tag}"] = np.hstack([avg, avg_bb])
-            features[f"code avgmax + backbone avg, {tag}"] = np.hstack([avgmax, avg_bb])
-            features[f"code avgmax + backbone avgmax, {tag}"] = np.hstack([avgmax, bb])
-        return features
 
-    return blocks4_ablation(args, "final ablation", "accuracy.ablation_final.json", seed_features)
+def finetune_rows(name: str, work: DatasetWork) -> Iterator[dict]:
+    """The whole network fine-tuned with a linear head, per seed and split."""
+    y, splits, k, config = work.data.y, work.data.splits, work.data.n_classes, work.config
+    inputs = work.network_inputs
+    start = time.perf_counter()
+    runs = [
+        fine_tune(inputs, y, tr, te, k, seed, config)
+        for seed in range(config.finetune_seeds)
+        for tr, te in splits
+    ]
+    seconds = (time.perf_counter() - start) / len(runs)
+    yield part_row(name, "finetune", "fine-tuning (linear head)", runs, seconds)
 
 
-# Code width and sparsity of the blocks.4 CAE (all other parameters at their defaults).
-SPARSE_CAES = {
-    "bottleneck=64": {"bottleneck": 64, "sparsity": 0.0},
-    "bottleneck=256": {"bottleneck": 256, "sparsity": 0.0},
-    "bottleneck=256 sparsity=0.1": {"bottleneck": 256, "sparsity": 0.1},
+# Method name of each label method's rows.
+LABEL_METHOD_NAMES = {
+    "cae": "CAETransferFeaturizer",
+    "backbone": "BackboneFeaturizer (layer by CV)",
+    "finetune": "fine-tuning",
 }
 
 
-def ablation_sparse(args) -> dict:
-    """Wide sparse codes against the dense 64-channel code, alone and with the backbone."""
+def label_rows(name: str, work: DatasetWork) -> Iterator[dict]:
+    """Label efficiency (MedMNIST only): each label method on a stratified fraction of
+    the training labels, per seed; the CAE is fitted on all training images."""
+    if name not in MEDMNIST:
+        return
+    y, k, config = work.data.y, work.data.n_classes, work.config
+    tr, te = work.data.splits[0]
+    fractions = (0.5, 1.0) if config.quick else LABEL_FRACTIONS
+    methods = config.label_methods
+    for seed in range(config.seeds):
+        cae_F = work.cae_features(seed) if "cae" in methods else None
+        for fraction in fractions:
+            labelled = tr[subsample(y[tr], fraction, seed)]
+            results = {}
+            if cae_F is not None:
+                results["cae"] = eval_features(cae_F[labelled], y[labelled], cae_F[te], y[te], k)
+            if "backbone" in methods:
+                per_layer, _ = work.backbone
+                # All labels: the main row's choice (the same images, so the same layer).
+                layer = (
+                    work.chosen_layers[0]
+                    if fraction == 1.0
+                    else select_layer(per_layer, labelled, y, config.n_jobs)
+                )
+                F = per_layer[layer]
+                results["backbone"] = eval_features(F[labelled], y[labelled], F[te], y[te], k)
+            if "finetune" in methods and seed < config.finetune_seeds:
+                inputs = work.network_inputs
+                results["finetune"] = fine_tune(inputs, y, labelled, te, k, seed, config)
+            for label_method, result in results.items():
+                yield {
+                    "label_efficiency": True,
+                    "dataset": name,
+                    "part": "labels",
+                    "label_method": label_method,
+                    "method": LABEL_METHOD_NAMES[label_method],
+                    "fraction": fraction,
+                    "seed": seed,
+                    "n_labels": len(labelled),
+                    **result,
+                }
 
-    def seed_features(standard, bb, train, seed):
-        avg_bb, features = bb[:, : bb.shape[1] // 2], {}
-        for key, params in SPARSE_CAES.items():
-            codes = train_codes(standard, train, seed, args, params).float()
-            active = float((codes > 0).float().mean())
-            print(f"[sparse ablation] {key} seed {seed}: active {active:.2f}", flush=True)
-            code = pool(codes, "avg").numpy()
-            features[f"code {key}"] = code
-            features[f"code {key} + backbone blocks.4 avg"] = np.hstack([code, avg_bb])
-        return features
 
-    return blocks4_ablation(args, "sparse ablation", "accuracy.ablation_sparse.json", seed_features)
+PART_RUNNERS: dict[str, Callable[[str, DatasetWork], Iterator[dict]]] = {
+    "raw": raw_pixel_rows,
+    "backbone": backbone_rows,
+    "cae": cae_rows,
+    "grid": grid_rows,
+    "finetune": finetune_rows,
+    "labels": label_rows,
+}
 
 
-# -------------------------------------------------------------------- benchmark
-def timed(fn, *a, **k):
-    start = time.perf_counter()
-    out = fn(*a, **k)
-    return out, time.perf_counter() - start
-
-
-def benchmark_dataset(name: str, args, log) -> list[dict]:
-    data = load_dataset(name, args)
-    X, y, k = data["X"], data["y"], data["n_classes"]
-    seeds = range(args.seeds)
+def benchmark_dataset(name: str, config: BenchmarkConfig, log) -> list[dict]:
+    """The rows of the selected parts on one data set, in the order of ``PARTS``."""
+    data = load_evaluation_set(
+        name, medmnist_root=config.medmnist_root, covid_root=config.covid_root, quick=config.quick
+    )
+    work = DatasetWork(data, config)
     rows = []
-    full_label_runs = {}  # results at 100% labels, reused by the label-efficiency curve
-
-    def add(method, runs, seconds, **extra):
-        row = {"dataset": name, "method": method, **summarise(runs), "seconds": seconds, **extra}
-        rows.append(row)
-        log(row)
-
-    if "raw" in args.parts:
-        runs, seconds = timed(lambda: [raw_pixels(data, s, args) for s in data["splits"]])
-        add("raw pixels + PCA(50)", runs, seconds)
-
-    per_layer, bb_seconds = backbone_features(data, args)
-    if "backbone" in args.parts:
-        for layer, F in per_layer.items():
-            runs = [eval_features(F[tr], y[tr], F[te], y[te], k) for tr, te in data["splits"]]
-            add(f"BackboneFeaturizer layer={layer}", runs, bb_seconds)
-        start = time.perf_counter()
-        runs, chosen = [], []
-        for tr, te in data["splits"]:
-            chosen.append(select_layer(per_layer, tr, y))
-            F = per_layer[chosen[-1]]
-            runs.append(eval_features(F[tr], y[tr], F[te], y[te], k))
-        full_label_runs["backbone"] = chosen[0]
-        add(
-            "BackboneFeaturizer, layer by inner CV",
-            runs,
-            bb_seconds + time.perf_counter() - start,
-            layers=chosen,
-        )
-
-    cae_by_seed = {}
-    if "cae" in args.parts:
-        start = time.perf_counter()
-        runs = []
-        for seed in seeds:
-            for tr, te in data["splits"]:
-                # = Pipeline(featurizer, scaler, SVC).fit(X[tr], y[tr]) scored on X[te]
-                F = cae_features(data, tr, seed, args)
-                runs.append(eval_features(F[tr], y[tr], F[te], y[te], k))
-                cae_by_seed[seed] = F  # reused by the label-efficiency curve (MedMNIST)
-        add("CAETransferFeaturizer (defaults)", runs, (time.perf_counter() - start) / len(runs))
-
-    if "grid" in args.parts:
-        import tempfile
-
-        start = time.perf_counter()
-        runs, best = [], []
-        grid = {
-            "caetransferfeaturizer__layer": ["blocks.4", "blocks.5"],
-            "caetransferfeaturizer__bottleneck": [64, 256],
-        }
-        if args.quick:
-            grid = {"caetransferfeaturizer__bottleneck": [8, 16]}
-        for tr, te in data["splits"][: args.grid_splits]:
-            # The backbone maps are computed once per layer and shared by every fit.
-            with tempfile.TemporaryDirectory() as cache:
-                search = GridSearchCV(
-                    cae_pipeline(0, args, cache=cache),
-                    grid,
-                    cv=2 if args.quick else 3,
-                    scoring="balanced_accuracy",
-                    n_jobs=N_JOBS,
-                ).fit(X[tr], y[tr])
-                best.append({p.split("__")[1]: v for p, v in search.best_params_.items()})
-                model = search.best_estimator_
-                runs.append(scores(y[te], model.predict(X[te]), model.decision_function(X[te]), k))
-        add(
-            "CAETransferFeaturizer, GridSearchCV",
-            runs,
-            time.perf_counter() - start,
-            best_params=best,
-        )
-
-    inputs = None
-    if "finetune" in args.parts:
-        inputs = network_inputs(X, args)
-        start = time.perf_counter()
-        runs = [
-            fine_tune(inputs, y, tr, te, k, seed, args)
-            for seed in range(args.ft_seeds or args.seeds)
-            for tr, te in data["splits"]
-        ]
-        add("fine-tuning (linear head)", runs, (time.perf_counter() - start) / len(runs))
-
-    if "labels" in args.parts and name in MEDMNIST:
-        tr, te = data["splits"][0]
-        fractions = (0.5, 1.0) if args.quick else FRACTIONS
-        if inputs is None and "finetune" in args.label_methods:
-            inputs = network_inputs(X, args)
-        for seed in seeds:
-            cae_F = None
-            if "cae" in args.label_methods:
-                cae_F = cae_by_seed.get(seed)
-                cae_F = cae_features(data, tr, seed, args) if cae_F is None else cae_F
-            for fraction in fractions:
-                labelled = tr[subsample(y[tr], fraction, seed)]
-                result = {}
-                if cae_F is not None:
-                    result["CAETransferFeaturizer"] = eval_features(
-                        cae_F[labelled], y[labelled], cae_F[te], y[te], k
-                    )
-                if "backbone" in args.label_methods:
-                    # All labels: the same (deterministic) choice as the main row's.
-                    full = fraction == 1.0 and "backbone" in full_label_runs
-                    layer = full_label_runs["backbone"] if full else None
-                    F = per_layer[layer or select_layer(per_layer, labelled, y)]
-                    result["BackboneFeaturizer (layer by CV)"] = eval_features(
-                        F[labelled], y[labelled], F[te], y[te], k
-                    )
-                if "finetune" in args.label_methods:
-                    if seed >= (args.ft_seeds or args.seeds):
-                        pass
-                    elif fraction == 1.0 and "fine-tuning" in full_label_runs:
-                        result["fine-tuning"] = full_label_runs["fine-tuning"][seed]
-                    else:
-                        result["fine-tuning"] = fine_tune(inputs, y, labelled, te, k, seed, args)
-                for method, res in result.items():
-                    row = {
-                        "dataset": name,
-                        "method": method,
-                        "fraction": fraction,
-                        "seed": seed,
-                        "n_labels": len(labelled),
-                        **res,
-                    }
-                    rows.append({"label_efficiency": True, **row})
-                    log(row)
+    for part in PARTS:
+        if part in config.parts:
+            for row in PART_RUNNERS[part](name, work):
+                log(row)
+                rows.append(row)
     return rows
 
 
-# ---------------------------------------------------------------------- reports
-def write_json(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1, default=str))
+# ------------------------------------------------------------------------ merging
+# Rows written before rows were tagged: the part their method name implies.
+_LEGACY_PARTS = (
+    ("raw pixels", "raw"),
+    ("BackboneFeaturizer", "backbone"),
+    ("CAETransferFeaturizer (", "cae"),
+    ("CAETransferFeaturizer,", "grid"),
+    ("fine-tuning (", "finetune"),
+)
 
 
-def fmt(row, key):
-    if key not in row:
-        return ""
-    std = row.get(f"{key}_std", 0.0)
-    return f"{row[key]:.3f}" + (f" ± {std:.3f}" if row.get("n_runs", 1) > 1 else "")
+def with_part(row: dict) -> dict:
+    """``row`` with its ``"part"`` (and a label row's ``"label_method"``) tag.
+
+    Rows of ``accuracy.json`` written before the tags existed get them from their
+    method name; tagged rows are returned as they are.
+    """
+    if "part" in row:
+        return row
+    if row.get("label_efficiency"):
+        by_name = {method: key for key, method in LABEL_METHOD_NAMES.items()}
+        return {**row, "part": "labels", "label_method": by_name[row["method"]]}
+    for prefix, part in _LEGACY_PARTS:
+        if row["method"].startswith(prefix):
+            return {**row, "part": part}
+    raise ValueError(f"Cannot tell which part produced the row of {row['method']!r}.")
 
 
-def label_summary(rows) -> dict:
-    curves: dict = {}
-    for r in rows:
-        if r.get("label_efficiency"):
-            curves.setdefault((r["dataset"], r["method"], r["fraction"]), []).append(r)
-    return {key: summarise(runs) for key, runs in curves.items()}
+def produced_now(row: dict, config: BenchmarkConfig) -> bool:
+    """Whether this run produces ``row`` (a tagged row) again."""
+    if row["dataset"] not in config.datasets or row["part"] not in config.parts:
+        return False
+    return row["part"] != "labels" or row["label_method"] in config.label_methods
 
 
-def goal_summary(rows, datasets) -> list[str]:
-    """Markdown lines: the CAE defaults against the issue's baselines, per data set."""
-    main = {(r["dataset"], r["method"]): r for r in rows if not r.get("label_efficiency")}
-    lines = [
-        "## Against the goals",
-        "",
-        "Balanced accuracy of the CAE defaults minus that of BackboneFeaturizer with its "
-        "layer chosen by inner CV (the fair baseline) and minus the best single layer picked "
-        "on the test data (oracle); accuracy against the published ResNet-18 (28).",
-        "",
-        "| data set | CAE defaults | vs layer by inner CV | vs oracle layer | "
-        "accuracy vs ResNet-18 (28) |",
-        "|---|---|---|---|---|",
-    ]
-    differences = []
-    for name in datasets:
-        cae = main.get((name, "CAETransferFeaturizer (defaults)"))
-        chosen = main.get((name, "BackboneFeaturizer, layer by inner CV"))
-        layers = [
-            r
-            for (d, m), r in main.items()
-            if d == name and m.startswith("BackboneFeaturizer layer=")
-        ]
-        if cae is None or chosen is None or not layers:
-            continue
-        oracle = max(layers, key=lambda r: r["bacc"])
-        differences.append(cae["bacc"] - chosen["bacc"])
-        published = PUBLISHED["ResNet-18 (28)"].get(name)
-        versus = f"{cae['acc']:.3f} vs {published[0]:.3f}" if published else ""
-        lines.append(
-            f"| {name} | {fmt(cae, 'bacc')} | {100 * differences[-1]:+.1f} points | "
-            f"{100 * (cae['bacc'] - oracle['bacc']):+.1f} ({oracle['method'].split('=')[1]}) | "
-            f"{versus} |"
-        )
-    if differences:
-        lines += [
-            "",
-            f"Mean difference to the layer chosen by inner CV: "
-            f"{100 * np.mean(differences):+.1f} points (goal: +2).",
-            "",
-        ]
-    return lines
+def kept_rows(old_rows: list[dict], config: BenchmarkConfig) -> list[dict]:
+    """The rows of an earlier ``accuracy.json`` that this run does not replace."""
+    return [row for row in map(with_part, old_rows) if not produced_now(row, config)]
 
 
-def write_markdown(rows, meta, path: Path) -> None:
-    lines = [
-        "# Accuracy benchmark",
-        "",
-        f"Generated by `python benchmarks/accuracy.py {meta['argv']}` on {meta['device']} "
-        f"({meta['date']}). Classifier: StandardScaler + SVC(class_weight='balanced'); "
-        f"image size {meta['image_size']}; stochastic methods: mean ± std over "
-        f"{meta['seeds']} seeds x splits. MedMNIST: official train -> test; COVID-19: "
-        "5-fold stratified CV. seconds: wall time per fit + evaluation.",
-        "",
-        *[f"- {note}" for note in meta.get("notes", [])],
-        *[
-            f"- run: `python benchmarks/accuracy.py {r['argv']}` on {r['device']} ({r['date']})"
-            for r in meta.get("runs", [])
-        ],
-        "",
-    ]
-    for name in meta["datasets"]:
-        lines += [
-            f"## {name}",
-            "",
-            "| method | accuracy | balanced acc. | ROC AUC | seconds |",
-            "|---|---|---|---|---|",
-        ]
-        for r in rows:
-            if r["dataset"] == name and not r.get("label_efficiency"):
-                extra = f" ({', '.join(r['layers'])})" if "layers" in r else ""
-                lines.append(
-                    f"| {r['method']}{extra} | {fmt(r, 'acc')} | {fmt(r, 'bacc')} | "
-                    f"{fmt(r, 'auc')} | {r['seconds']:.1f} |"
-                )
-        for model, numbers in PUBLISHED.items():
-            if name in numbers:
-                acc, auc = numbers[name]
-                lines.append(f"| MedMNIST v2 {model}, published | {acc:.3f} | | {auc:.3f} | |")
-        lines.append("")
-    lines += goal_summary(rows, meta["datasets"])
-    curves = label_summary(rows)
-    if curves:
-        lines += [
-            "## Label efficiency (balanced accuracy on the test split)",
-            "",
-            "CAE fitted on all training images without labels; classifiers (and the "
-            "fine-tuned network) see only the labelled fraction.",
-            "",
-            "| data set | method | " + " | ".join(f"{f:.0%}" for f in FRACTIONS) + " |",
-            "|---|---|" + "---|" * len(FRACTIONS),
-        ]
-        for dataset, method in dict.fromkeys((d, m) for d, m, _ in curves):
-            cells = [
-                fmt(curves[(dataset, method, f)], "bacc") if (dataset, method, f) in curves else ""
-                for f in FRACTIONS
-            ]
-            lines.append(f"| {dataset} | {method} | " + " | ".join(cells) + " |")
-        lines.append("")
-    path.write_text("\n".join(lines))
-
-
-def plot_label_efficiency(rows, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = label_summary(rows)
-    datasets = list(dict.fromkeys(d for d, _, _ in curves))
-    methods = sorted({m for _, m, _ in curves})
-    colors = {m: f"C{i}" for i, m in enumerate(methods)}  # same colour in every panel
-    if not datasets:
-        return
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets, strict=False):
-        for method in dict.fromkeys(m for d, m, _ in curves if d == dataset):
-            points = sorted(
-                (f, s) for (d, m, f), s in curves.items() if d == dataset and m == method
-            )
-            x = [100 * f for f, _ in points]
-            mean = np.array([s["bacc"] for _, s in points])
-            std = np.array([s["bacc_std"] for _, s in points])
-            ax.errorbar(
-                x, mean, yerr=std, marker="o", capsize=3, label=method, color=colors[method]
-            )
-        ax.set(
-            xscale="log", xlabel="% of training labels", ylabel="balanced accuracy", title=dataset
-        )
-        ax.set_xticks([5, 10, 25, 100], ["5", "10", "25", "100"])
-        ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=colors[m], marker="o", label=m) for m in methods]
-    axes[0][0].legend(handles=handles, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-# ------------------------------------------------------------------------- main
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke subset")
-    parser.add_argument("--datasets", nargs="+", default=None, choices=DATASETS)
-    parser.add_argument(
-        "--parts",
-        nargs="+",
-        default=["raw", "backbone", "cae", "grid", "finetune", "labels"],
-        choices=["raw", "backbone", "cae", "grid", "finetune", "labels", "ablation"],
-    )
-    parser.add_argument("--label-methods", nargs="+", default=["cae", "backbone", "finetune"])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--ft-epochs", type=int, default=15)
-    parser.add_argument("--ft-seeds", type=int, default=None, help="seeds of fine-tuning runs")
-    parser.add_argument("--grid-splits", type=int, default=1, help="CV folds searched (COVID)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite md/png from json")
-    parser.add_argument("--ablation-set", default="full", choices=["full", "final", "sparse"])
-    parser.add_argument("--ft-lr", type=float, default=3e-4)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument(
-        "--medmnist-root", default=os.environ.get("MEDMNIST_ROOT", SHARED / "medmnist")
-    )
-    parser.add_argument(
-        "--covid-root", default=os.environ.get("COVID_ROOT", SHARED / "covid19_xray")
-    )
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    parser.add_argument(
-        "--merge", action="store_true", help="keep rows of accuracy.json for parts not run now"
-    )
-    args = parser.parse_args(argv)
-    if args.quick:
-        global N_JOBS
-        N_JOBS = 1
-        args.datasets = args.datasets or ["breastmnist"]
-        args.seeds, args.image_size = 1, 32
-    args.datasets = args.datasets or list(DATASETS)
-    return args
-
-
-def main(argv=None) -> list[dict]:
-    args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    if "ablation" in args.parts:
-        {"full": ablation, "final": ablation_final, "sparse": ablation_sparse}[args.ablation_set](
-            args
-        )
-        return []
-    meta = {
-        "argv": " ".join(sys.argv[1:]) if argv is None else " ".join(argv),
+# ---------------------------------------------------------------------------- main
+def run_meta(config: BenchmarkConfig) -> dict:
+    """What the report says about this run."""
+    return {
+        "argv": config.command_line,
         "device": torch.cuda.get_device_name()
-        if resolve_device(args.device).type == "cuda"
+        if resolve_device(config.device).type == "cuda"
         else f"CPU ({os.cpu_count()} cores)",
         "date": time.strftime("%Y-%m-%d"),
-        "image_size": args.image_size,
-        "seeds": args.seeds,
-        "datasets": args.datasets,
-        "parts": args.parts,
+        "image_size": config.image_size,
+        "seeds": config.seeds,
+        "datasets": list(config.datasets),
+        "parts": list(config.parts),
     }
-    rows = []
-    if args.report_only:
-        saved = json.loads((out / "accuracy.json").read_text())
-        write_markdown(saved["rows"], saved["meta"], out / "accuracy.md")
-        plot_label_efficiency(saved["rows"], out / "accuracy.png")
-        return saved["rows"]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    config = BenchmarkConfig.from_argv(argv)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    meta = run_meta(config)
     run = {k: meta[k] for k in ("argv", "device", "date")}
     meta["runs"] = [run]
-    if args.merge and (out / "accuracy.json").exists():
+    rows = []
+    if config.merge and (out / "accuracy.json").exists():
         old = json.loads((out / "accuracy.json").read_text())
-        rows = [r for r in old["rows"] if not _produced_now(r, args)]
-        meta["datasets"] = list(dict.fromkeys([*old["meta"]["datasets"], *args.datasets]))
+        rows = kept_rows(old["rows"], config)
+        meta["datasets"] = list(dict.fromkeys([*old["meta"]["datasets"], *config.datasets]))
         # Keep the record of the runs that produced the rows kept.
         meta["notes"] = old["meta"].get("notes", [])
         meta["runs"] = [*old["meta"].get("runs", []), run]
@@ -887,33 +564,12 @@ def main(argv=None) -> list[dict]:
         )
 
     start = time.perf_counter()
-    for name in args.datasets:
-        rows += [{**row, "where": run["device"]} for row in benchmark_dataset(name, args, log)]
+    for name in config.datasets:
+        rows += [{**row, "where": run["device"]} for row in benchmark_dataset(name, config, log)]
         meta["seconds"] = time.perf_counter() - start
         write_json({"meta": meta, "rows": rows}, out / "accuracy.json")
-    write_markdown(rows, meta, out / "accuracy.md")
-    plot_label_efficiency(rows, out / "accuracy.png")
+    accuracy_report.write_report(rows, meta, out)
     return rows
-
-
-_PART_OF = {
-    "raw pixels": "raw",
-    "BackboneFeaturizer": "backbone",
-    "CAETransferFeaturizer (": "cae",
-    "CAETransferFeaturizer,": "grid",
-    "fine-tuning (": "finetune",
-}
-
-
-def _produced_now(row, args) -> bool:
-    if row["dataset"] not in args.datasets:
-        return False
-    if row.get("label_efficiency"):
-        return "labels" in args.parts and any(
-            row["method"].lower().startswith(m[:4]) for m in args.label_methods
-        )
-    part = next((p for prefix, p in _PART_OF.items() if row["method"].startswith(prefix)), None)
-    return part in args.parts
 
 
 if __name__ == "__main__":

@@ -2,11 +2,11 @@
 
 Profiles one fit_transform on BreastMNIST's training split (546 images) with the
 standard library's :mod:`cProfile` and reports the cumulative time of each stage:
-backbone pass (decoding, preprocessing, forward), map standardisation, the skorch
-training loop (split into training steps, validation steps, data loading and the rest
-of each epoch), and encoding. Writes a Markdown table to
-``benchmarks/results/cae_cost.md`` (``--label`` names the run; ``--append`` adds the
-table to the file, so that a before / after pair sits in one file).
+backbone pass (decoding, preprocessing, forward), map standardisation, the CAE
+training (:func:`sklearn_cae.cae.fit_autoencoder`; its skorch loop split into training
+steps, validation steps, data loading and the rest of each epoch), and encoding. Writes
+a Markdown table to ``benchmarks/results/cae_cost.md`` (``--label`` names the run;
+``--append`` adds the table to the file, so that a before / after pair sits in one file).
 
 Usage::
 
@@ -29,17 +29,19 @@ from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
 from sklearn_cae.datasets import load_medmnist
 
 # (stage, how cProfile names the function: file suffix, function name). Nested stages
-# are indented by their position in STAGES' second column.
+# are indented in the first column. The names are where the work happens, private
+# methods of the featurizer included: the profile looks them up, it calls none of them
+# (tests/test_benchmark_smoke.py checks that each still exists).
 STAGES = [
     ("backbone pass (decode, preprocess, forward)", "featurizer.py", "_iter_half_maps"),
     ("  of which backbone forward", "backbones.py", "forward"),
-    ("map standardisation", "featurizer.py", "_standardize"),
-    ("CAE training (skorch fit)", "net.py", "fit"),
+    ("map standardisation", "feature_maps.py", "standardize"),
+    ("CAE training (fit_autoencoder)", "cae.py", "fit_autoencoder"),
     ("  training steps (forward, backward, optimizer)", "net.py", "train_step"),
     ("  validation steps", "net.py", "validation_step"),
     ("  batches from the DataLoader", "dataloader.py", "__next__"),
     ("  callbacks (early stopping, logging)", "net.py", "notify"),
-    ("encoding the training maps", "featurizer.py", "_encode_standardized"),
+    ("encoding the training maps", "featurizer.py", "_encode"),
 ]
 
 
@@ -82,8 +84,7 @@ def main(argv=None) -> None:
     profiler.runcall(featurizer.fit_transform, X)
     total = time.perf_counter() - start
     stats = pstats.Stats(profiler)
-    nets = featurizer.cae_ if isinstance(featurizer.cae_, list) else [featurizer.cae_]
-    epochs = sum(len(net.history) for net in nets)
+    epochs = sum(len(net.history) for net in featurizer.cae_)  # one net per layer
 
     lines = [
         f"## {args.label}",

@@ -1,10 +1,10 @@
 """A competent fine-tuning baseline for few labels (issue 11, part 3).
 
 Fine-tunes the offline ImageNet EfficientNet-Lite0 end to end on the labelled images
-of a stratified label subset (the same ``subsample(y, fraction, seed)`` rule as
-``benchmarks/accuracy.py``, so the labelled images match its label-efficiency rows) and
-scores balanced accuracy, accuracy and ROC AUC on the test split. The recipe
-(``RECIPE``; docs in ``benchmarks/results/finetune.md``):
+of a stratified label subset (the same ``subsample(y, fraction, seed)`` rule, from
+``benchmarks/bench_common.py``, as ``benchmarks/accuracy.py``, so the labelled images
+match its label-efficiency rows) and scores balanced accuracy, accuracy and ROC AUC on
+the test split. The recipe (``RECIPE``; docs in ``benchmarks/results/finetune.md``):
 
 1. images at 128 px, normalised as the featurizers feed Lite0;
 2. linear-probe warm start: a class-balanced logistic regression (C by inner CV) on the
@@ -54,15 +54,13 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
-from accuracy import scores, subsample  # noqa: E402  (the label-efficiency rule and metrics)
+import bench_common  # noqa: E402
+from bench_common import DATASETS, quick_subset, scores, subsample  # noqa: E402
 
 from sklearn_cae.backbones import load_backbone  # noqa: E402
 from sklearn_cae.corruptions import corrupt  # noqa: E402
-from sklearn_cae.datasets import load_medmnist  # noqa: E402
 from sklearn_cae.images import preprocess_batch  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
-DATASETS = ("breastmnist", "pneumoniamnist", "retinamnist", "covid19_xray")
 FRACTIONS = (0.05, 0.10, 0.25)
 # Horizontal flips only where the anatomy is mirror-symmetric: breast ultrasound and
 # fundus photographs (left / right eyes), not chest X-rays (the heart is on the left).
@@ -97,20 +95,9 @@ RECIPE = {
 # ----------------------------------------------------------------------------- data
 def load_split(name: str, split: str, args) -> tuple[np.ndarray, np.ndarray]:
     """Images (n, H, W[, C]) uint8 and labels of a training or test split."""
-    if name == "covid19_xray":
-        data = np.load(Path(args.covid_root) / "covid19_xray.npz")
-        keep = data["split"] == ("train" if split == "train" else "val")
-        return data["images"][keep], data["labels"][keep].astype(np.int64)
-    X, y = load_medmnist(name, split=split, root=args.medmnist_root)
-    return X, np.asarray(y).reshape(-1).astype(np.int64)
-
-
-def quick_subset(X, y, per_class: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    index = np.concatenate(
-        [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in np.unique(y)]
+    return bench_common.load_split(
+        name, split, medmnist_root=args.medmnist_root, covid_root=args.covid_root
     )
-    return X[np.sort(index)], y[np.sort(index)]
 
 
 def to_unit(X: np.ndarray, size: int) -> torch.Tensor:
@@ -264,11 +251,14 @@ def warmup_cosine(total: int, warmup: int):
     return factor
 
 
+BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+
+
 def set_train_mode(model, freeze_bn_stats: bool) -> None:
     model.train()
     if freeze_bn_stats:  # keep ImageNet statistics: the probe saw features made with them
         for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            if isinstance(m, BATCH_NORMS):
                 m.eval()
 
 
@@ -622,12 +612,7 @@ def parse_args(argv=None):
     parser.add_argument("--report-only", action="store_true", help="rewrite the md from json")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", default=str(BENCH / "results"))
-    parser.add_argument(
-        "--medmnist-root", default=os.environ.get("MEDMNIST_ROOT", SHARED / "medmnist")
-    )
-    parser.add_argument(
-        "--covid-root", default=os.environ.get("COVID_ROOT", SHARED / "covid19_xray")
-    )
+    bench_common.add_data_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.datasets = args.datasets or ["breastmnist"]

@@ -35,24 +35,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import DATASETS, RESULTS, load_split, quick_subset, svc
 
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer, available_layers
-from sklearn_cae.datasets import load_medmnist, stratified_subset
+from sklearn_cae.datasets import stratified_subset
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-RESULTS = REPO / "benchmarks" / "results"
-DATASETS = ("breastmnist", "pneumoniamnist", "retinamnist", "covid19_xray")
 PNEUMONIA_SUBSAMPLE = 1200
 FOLDS = 5
 
@@ -66,20 +63,6 @@ CONFIGS = {
     "compact": {"bottleneck": 64, "include_backbone": False},
     "semi compact": {"supervision": 1.0, "bottleneck": 64, "include_backbone": False},
 }
-
-
-def svc():
-    return make_pipeline(StandardScaler(), SVC(class_weight="balanced"))
-
-
-def load_split(name: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """A data set's ``train`` or ``test`` split (COVID-19: its ``val`` folder as test)."""
-    if name == "covid19_xray":
-        data = np.load(SHARED / "covid19_xray" / "covid19_xray.npz")
-        part = data["split"] == ("train" if split == "train" else "val")
-        return data["images"][part], data["labels"][part].astype(np.int64)
-    root = os.environ.get("MEDMNIST_ROOT") or SHARED / "medmnist"
-    return load_medmnist(name, split=split, root=root)
 
 
 def evaluation_splits(name: str, on_test: bool, quick: bool):
@@ -97,7 +80,7 @@ def evaluation_splits(name: str, on_test: bool, quick: bool):
         X, y = np.concatenate([X, X_test]), np.concatenate([y, y_test])
         return X, y, [(index, np.arange(len(index), len(y)))]
     if name == "pneumoniamnist":
-        keep = stratified_subset(y, PNEUMONIA_SUBSAMPLE / len(y), seed=0)
+        keep = stratified_subset(y, PNEUMONIA_SUBSAMPLE / len(y), random_state=0)
         X, y = X[keep], y[keep]
     if quick:
         X, y = quick_subset(X, y)
@@ -157,17 +140,6 @@ def cae_scores(X, y, folds, labelled, params, seed, cache, reuse: dict) -> list[
         if supervised:
             del reuse[key]
     return scores
-
-
-def quick_subset(X, y, per_class: int = 12):
-    """A stratified handful of images for a smoke run."""
-    rng = np.random.default_rng(0)
-    keep = np.sort(
-        np.concatenate(
-            [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in np.unique(y)]
-        )
-    )
-    return X[keep], y[keep]
 
 
 def run(args) -> list[dict]:

@@ -1,24 +1,52 @@
-"""Smoke run of the accuracy benchmark (benchmarks/accuracy.py --quick) on a tiny subset."""
+"""Smoke runs of the benchmarks (``--quick``) and tests of their shared pieces.
+
+The scripts live in ``benchmarks/`` (not a package): each is loaded from its file.
+``accuracy.py`` is the benchmark, ``ablation.py`` the design studies,
+``accuracy_report.py`` the report, ``bench_common.py`` what they share.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import shutil
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+RESULTS = BENCHMARKS / "results"
+PARTS = {"raw", "backbone", "cae", "grid", "finetune", "labels"}
 
 
-@pytest.fixture(scope="module")
-def accuracy():
-    spec = importlib.util.spec_from_file_location("accuracy_benchmark", BENCHMARK)
+def load_benchmark(name: str):
+    """The module of ``benchmarks/<name>.py``."""
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
+@pytest.fixture(scope="module")
+def accuracy():
+    return load_benchmark("accuracy")
+
+
+@pytest.fixture(scope="module")
+def report():
+    return load_benchmark("accuracy_report")
+
+
+@pytest.fixture(scope="module")
+def common():
+    return load_benchmark("bench_common")
+
+
+# ------------------------------------------------------------------- accuracy.py
 @pytest.fixture(scope="module")
 def quick_run(accuracy, medmnist_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("accuracy")
@@ -28,6 +56,7 @@ def quick_run(accuracy, medmnist_root, tmp_path_factory):
     return rows, out
 
 
+@pytest.mark.slow
 def test_quick_benchmark_runs_every_method(quick_run):
     rows, _ = quick_run
     methods = {row["method"] for row in rows if not row.get("label_efficiency")}
@@ -48,6 +77,24 @@ def test_quick_benchmark_runs_every_method(quick_run):
             assert 0.0 <= row[key] <= 1.0, (row["method"], key, row[key])
 
 
+@pytest.mark.slow
+def test_quick_benchmark_tags_every_row_with_its_part(quick_run):
+    rows, _ = quick_run
+    assert {row["part"] for row in rows} == PARTS
+    label_rows = [row for row in rows if row["part"] == "labels"]
+    assert all(row.get("label_efficiency") for row in label_rows)
+    assert {row["label_method"] for row in label_rows} == {"cae", "backbone", "finetune"}
+    # The backbone's label curve at 100% reuses the layer of the main row (same images).
+    chosen = next(r for r in rows if r["method"] == "BackboneFeaturizer, layer by inner CV")
+    full = next(
+        r
+        for r in label_rows
+        if r["label_method"] == "backbone" and r["fraction"] == 1.0 and r["seed"] == 0
+    )
+    assert full["bacc"] == chosen["bacc"] and full["auc"] == chosen["auc"]
+
+
+@pytest.mark.slow
 def test_quick_benchmark_writes_reports(quick_run):
     rows, out = quick_run
     saved = json.loads((out / "accuracy.json").read_text())
@@ -61,50 +108,199 @@ def test_quick_benchmark_writes_reports(quick_run):
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_scores_match_sklearn_for_multiclass_auc(accuracy):
-    import numpy as np
+def test_config_is_frozen_and_quick_mode_shrinks_the_run(accuracy):
+    config = accuracy.BenchmarkConfig.from_argv(["--quick", "--parts", "raw", "cae"])
+    assert config.datasets == ("breastmnist",) and config.seeds == 1
+    assert config.image_size == 32 and config.n_jobs == 1
+    assert config.parts == ("raw", "cae") and config.command_line == "--quick --parts raw cae"
+    with pytest.raises(AttributeError):
+        config.seeds = 3
+    full = accuracy.BenchmarkConfig.from_argv(["--seeds", "2", "--ft-seeds", "1"])
+    assert full.datasets == ("breastmnist", "pneumoniamnist", "retinamnist", "covid19_xray")
+    assert (full.seeds, full.finetune_seeds, full.n_jobs) == (2, 1, -1)
+    with pytest.raises(SystemExit):  # the studies are ablation.py now
+        accuracy.BenchmarkConfig.from_argv(["--parts", "ablation"])
+
+
+def test_saved_rows_get_their_part_from_the_method_name(accuracy):
+    rows = json.loads((RESULTS / "accuracy.json").read_text())["rows"]
+    tagged = [accuracy.with_part(row) for row in rows]
+    parts = {(r["method"], r["part"], r.get("label_method")) for r in tagged}
+    assert ("raw pixels + PCA(50)", "raw", None) in parts
+    assert ("BackboneFeaturizer layer=blocks.4", "backbone", None) in parts
+    assert ("BackboneFeaturizer, layer by inner CV", "backbone", None) in parts
+    assert ("CAETransferFeaturizer (defaults)", "cae", None) in parts
+    assert ("CAETransferFeaturizer, GridSearchCV", "grid", None) in parts
+    assert ("fine-tuning (linear head)", "finetune", None) in parts
+    assert ("CAETransferFeaturizer", "labels", "cae") in parts
+    assert ("BackboneFeaturizer (layer by CV)", "labels", "backbone") in parts
+    assert ("fine-tuning", "labels", "finetune") in parts
+    assert accuracy.with_part(tagged[0]) is tagged[0]  # tagged rows are left alone
+    with pytest.raises(ValueError, match="which part"):
+        accuracy.with_part({"dataset": "breastmnist", "method": "something else"})
+
+
+def test_merge_replaces_the_rows_of_the_parts_run_now(accuracy):
+    rows = json.loads((RESULTS / "accuracy.json").read_text())["rows"]
+    argv = ["--merge", "--parts", "cae", "labels", "--label-methods", "cae"]
+    config = accuracy.BenchmarkConfig.from_argv([*argv, "--datasets", "breastmnist"])
+    kept = accuracy.kept_rows(rows, config)
+    replaced = [
+        r
+        for r in rows
+        if r["dataset"] == "breastmnist"
+        and r["method"] in ("CAETransferFeaturizer (defaults)", "CAETransferFeaturizer")
+    ]
+    assert replaced and len(kept) == len(rows) - len(replaced)
+    assert not any(
+        r["dataset"] == "breastmnist" and r["method"].startswith("CAETransferFeaturizer")
+        for r in kept
+        if r["method"] != "CAETransferFeaturizer, GridSearchCV"
+    )
+    assert all("part" in r for r in kept)
+
+
+# ------------------------------------------------------------- accuracy_report.py
+def test_report_rewrites_the_saved_markdown(report, tmp_path):
+    shutil.copy(RESULTS / "accuracy.json", tmp_path / "accuracy.json")
+    report.main(["--out", str(tmp_path)])
+    assert (tmp_path / "accuracy.md").read_text() == (RESULTS / "accuracy.md").read_text()
+    assert (tmp_path / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_of_a_small_json(report, tmp_path):
+    row = {"acc": 0.5, "acc_std": 0.1, "bacc": 0.6, "bacc_std": 0.05, "auc": 0.7, "n_runs": 3}
+    rows = [
+        {"dataset": "breastmnist", "method": "CAETransferFeaturizer (defaults)", **row},
+        {"dataset": "breastmnist", "method": "BackboneFeaturizer layer=blocks.4", **row},
+        {"dataset": "breastmnist", "method": "BackboneFeaturizer, layer by inner CV", **row},
+    ]
+    rows = [{**r, "seconds": 1.0} for r in rows]
+    rows[-1] = {**rows[-1], "bacc": 0.55, "layers": ["blocks.4"]}
+    meta = {"argv": "--x", "device": "cpu", "date": "today", "image_size": 32, "seeds": 3}
+    meta["datasets"] = ["breastmnist"]
+    (tmp_path / "accuracy.json").write_text(json.dumps({"meta": meta, "rows": rows}))
+    report.main(["--out", str(tmp_path)])
+    markdown = (tmp_path / "accuracy.md").read_text()
+    assert "`python benchmarks/accuracy.py --x` on cpu (today)" in markdown
+    assert "| BackboneFeaturizer, layer by inner CV (blocks.4) | 0.500 ± 0.100 |" in markdown
+    assert "| breastmnist | 0.600 ± 0.050 | +5.0 points | +0.0 (blocks.4) | 0.500 vs 0.863 |" in (
+        markdown
+    )
+    assert "## Label efficiency" not in markdown
+    assert not (tmp_path / "accuracy.png").exists()  # no label curves, no figure
+
+
+# ----------------------------------------------------------------- bench_common.py
+def test_scores_match_sklearn_for_multiclass_auc(common):
     from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 10)
     proba = rng.dirichlet(np.ones(3), size=len(y))
-    got = accuracy.scores(y, proba.argmax(1), proba, 3)["auc"]
+    got = common.scores(y, proba.argmax(1), proba, 3)["auc"]
     assert got == pytest.approx(roc_auc_score(y, proba, multi_class="ovr"))
 
 
-def test_subsample_is_stratified_with_two_per_class(accuracy):
-    import numpy as np
-
+def test_subsample_is_stratified_with_two_per_class(common):
     y = np.array([0] * 90 + [1] * 10)
-    index = accuracy.subsample(y, 0.05, seed=0)
+    index = common.subsample(y, 0.05, seed=0)
     assert np.bincount(y[index]).tolist() == [4, 2]
     assert len(set(index)) == len(index)
+    np.testing.assert_array_equal(common.subsample(y, 1.0, seed=3), np.arange(len(y)))
 
 
-def test_quick_sparse_ablation(accuracy, medmnist_root, tmp_path):
+def test_summarise_is_mean_and_std_over_runs(common):
+    runs = [{"acc": 0.5, "bacc": 0.4, "auc": 0.9}, {"acc": 0.7, "bacc": 0.6, "auc": 0.7}]
+    summary = common.summarise(runs)
+    assert summary["acc"] == pytest.approx(0.6) and summary["acc_std"] == pytest.approx(0.1)
+    assert summary["n_runs"] == 2
+
+
+def test_quick_evaluation_set_is_stratified(common, medmnist_root):
+    data = common.load_evaluation_set("breastmnist", medmnist_root=medmnist_root, quick=True)
+    (train, test), *others = data.splits
+    assert not others and data.n_classes == 2
+    assert np.bincount(data.y[train]).tolist() == [12, 12] and len(test) == 24
+    assert len(data.X) == len(data.y) == 48
+
+
+def test_benchmarks_call_no_private_name_of_another_module():
+    private_use = re.compile(r"\b(?!self\b|cls\b)[A-Za-z]\w*\._[a-z]\w*|import _|import .*\b_[a-z]")
+    offences = [
+        f"{path.name}: {line.strip()}"
+        for path in BENCHMARKS.glob("*.py")
+        for line in path.read_text().splitlines()
+        if private_use.search(line.split("#")[0])
+    ]
+    assert offences == []
+
+
+def test_cost_profile_stages_name_existing_functions():
+    import skorch
+    import torch.utils.data
+
+    import sklearn_cae
+
+    cae_cost = load_benchmark("cae_cost")
+    packages = [sklearn_cae, skorch, torch.utils.data]
+    folders = [Path(package.__file__).parent for package in packages]
+    for stage, suffix, name in cae_cost.STAGES:
+        sources = [
+            (folder / suffix).read_text() for folder in folders if (folder / suffix).exists()
+        ]
+        assert any(re.search(rf"\bdef {name}\(", text) for text in sources), (stage, suffix, name)
+
+
+# ------------------------------------------------------------------- ablation.py
+def test_ablation_trains_with_the_featurizers_defaults(medmnist_root):
+    from sklearn_cae import CAETransferFeaturizer
+
+    ablation = load_benchmark("ablation")
+    defaults = CAETransferFeaturizer().get_params()
+    settings = ablation.autoencoder_settings({"bottleneck": 64}, quick=False)
+    assert settings["bottleneck"] == 64
+    for key in ("layer_sizes", "noise", "sparsity", "lr", "max_epochs", "batch_size"):
+        assert settings[key] == defaults[key], key
+    assert settings["net_params"] == defaults["cae_params"]
+    assert "device" not in settings and "random_state" not in settings
+    assert ablation.autoencoder_settings({}, quick=True)["max_epochs"] == 2
+
+
+def test_ablation_standardises_as_before_up_to_float16():
+    import torch
+
+    ablation = load_benchmark("ablation")
+    maps = (torch.randn(20, 3, 4, 4) * torch.tensor([1.0, 5.0, 0.0]).view(1, 3, 1, 1) + 2).half()
+    fit = np.arange(12)
+    train = maps[fit].double()
+    mean = train.mean(dim=(0, 2, 3), keepdim=True)
+    var = train.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    std = torch.where(var > 1e-12, var.sqrt(), torch.ones_like(var))
+    before = ((maps.double() - mean) / std).half().numpy()  # the formula of accuracy.py
+    now = ablation.standardised(maps, fit)
+    assert now.dtype == np.float16
+    np.testing.assert_allclose(now.astype(np.float32), before.astype(np.float32), atol=4e-3)
+
+
+@pytest.mark.slow
+def test_quick_sparse_ablation(medmnist_root, tmp_path):
+    ablation = load_benchmark("ablation")
     argv = ["--quick", "--device", "cpu", "--medmnist-root", str(medmnist_root)]
-    accuracy.main(
-        [*argv, "--parts", "ablation", "--ablation-set", "sparse", "--out", str(tmp_path)]
-    )
+    ablation.main([*argv, "--set", "sparse", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "accuracy.ablation_sparse.json").read_text())["breastmnist"]
-    for key in accuracy.SPARSE_CAES:
+    for key in ablation.SPARSE_CAES:
         for name in (f"code {key}", f"code {key} + backbone blocks.4 avg"):
             assert 0.0 <= results[name]["cv_bacc"] <= 1.0
             assert 0.0 <= results[name]["bacc"] <= 1.0
     assert "backbone blocks.4 avg" in results
 
 
-def _load(name: str):
-    path = BENCHMARK.parent / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
+# -------------------------------------------------------------------- signals.py
+@pytest.mark.slow
 def test_quick_training_signals_benchmark(medmnist_root, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDMNIST_ROOT", str(medmnist_root))
-    signals = _load("signals")
+    signals = load_benchmark("signals")
     argv = ["--quick", "--datasets", "breastmnist", "--seeds", "1", "--fractions", "1.0,0.5"]
     argv += ["--configs", "backbone,defaults,semi+denoise", "--json", str(tmp_path / "s.json")]
     signals.main([*argv, "--out", str(tmp_path / "s.md")])
@@ -124,9 +320,10 @@ def test_quick_training_signals_benchmark(medmnist_root, tmp_path, monkeypatch):
     assert "| semi+denoise |" in table and "## 50% of the training fold's labels" in table
 
 
+@pytest.mark.slow
 def test_quick_training_signals_on_test_split(medmnist_root, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDMNIST_ROOT", str(medmnist_root))
-    signals = _load("signals")
+    signals = load_benchmark("signals")
     argv = ["--quick", "--on-test", "--datasets", "breastmnist", "--seeds", "1"]
     argv += ["--fractions", "1.0", "--configs", "backbone,defaults"]
     signals.main([*argv, "--json", str(tmp_path / "t.json"), "--out", str(tmp_path / "t.md")])

@@ -1,0 +1,217 @@
+"""What the benchmarks share: the data sets and their splits, the classifier, the scores.
+
+* :func:`load_split` and :func:`load_evaluation_set`: BreastMNIST, PneumoniaMNIST,
+  RetinaMNIST (official train / test splits) and the COVID-19 X-ray set (5-fold
+  stratified CV of all images, or its ``train`` / ``val`` folders);
+* :func:`svc`: the classifier of every benchmark, ``StandardScaler + SVC(class_weight=
+  "balanced")``; :func:`scores` and :func:`summarise`: accuracy, balanced accuracy and
+  ROC AUC of one run, then mean ± std over runs;
+* :func:`subsample`: the label-efficiency rule (which images are labelled for a
+  fraction and a seed), the same in ``accuracy.py``, ``finetune.py`` and the demo.
+
+Not a script: the benchmarks import it (``sys.path`` holds ``benchmarks/`` when they
+run as ``python benchmarks/<name>.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from sklearn_cae.datasets import load_medmnist, stratified_subset
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+RESULTS = REPO / "benchmarks" / "results"
+MEDMNIST = ("breastmnist", "pneumoniamnist", "retinamnist")
+DATASETS = (*MEDMNIST, "covid19_xray")
+# Label fractions of the label-efficiency curves (accuracy.py and its report).
+LABEL_FRACTIONS = (0.05, 0.10, 0.25, 1.0)
+
+
+# ----------------------------------------------------------------------------- data
+def default_medmnist_root() -> Path:
+    """``$MEDMNIST_ROOT``, else the shared data folder's ``medmnist``."""
+    return Path(os.environ.get("MEDMNIST_ROOT") or SHARED / "medmnist")
+
+
+def default_covid_root() -> Path:
+    """``$COVID_ROOT``, else the shared data folder's ``covid19_xray``."""
+    return Path(os.environ.get("COVID_ROOT") or SHARED / "covid19_xray")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every script that reads the shared data sets."""
+    parser.add_argument("--medmnist-root", type=Path, default=default_medmnist_root())
+    parser.add_argument("--covid-root", type=Path, default=default_covid_root())
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, default_out: Path) -> None:
+    """The options shared by the accuracy benchmark and the ablation studies."""
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny smoke subset: BreastMNIST, 1 seed, 32 px"
+    )
+    parser.add_argument("--datasets", nargs="+", default=None, choices=DATASETS)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--device", default="auto")
+    add_data_arguments(parser)
+    parser.add_argument("--out", type=Path, default=default_out, help="results folder")
+
+
+def run_settings(args: argparse.Namespace) -> dict:
+    """The options of :func:`add_run_arguments` as keyword arguments of a config.
+
+    ``--quick`` means BreastMNIST (unless ``--datasets`` says otherwise), one seed and
+    32-pixel images.
+    """
+    quick = args.quick
+    datasets = args.datasets or (["breastmnist"] if quick else list(DATASETS))
+    return {
+        "datasets": tuple(datasets),
+        "seeds": 1 if quick else args.seeds,
+        "image_size": 32 if quick else args.image_size,
+        "device": args.device,
+        "medmnist_root": args.medmnist_root,
+        "covid_root": args.covid_root,
+        "out": args.out,
+        "quick": quick,
+    }
+
+
+def load_split(
+    name: str, split: str = "train", *, medmnist_root=None, covid_root=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, H, W[, C]) uint8 and int64 labels of a ``train`` or ``test`` split.
+
+    COVID-19 X-ray has no test split: its ``val`` folder stands in for it.
+    """
+    if name == "covid19_xray":
+        data = np.load(Path(covid_root or default_covid_root()) / "covid19_xray.npz")
+        keep = data["split"] == ("train" if split == "train" else "val")
+        return data["images"][keep], data["labels"][keep].astype(np.int64)
+    X, y = load_medmnist(name, split=split, root=medmnist_root or default_medmnist_root())
+    return X, np.asarray(y).reshape(-1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """A data set with its evaluation splits.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n, H, W[, C])
+        Every image, training and test.
+    y : ndarray of shape (n,)
+        Labels.
+    splits : list of (train_index, test_index)
+        MedMNIST: the official train -> test split; COVID-19: 5 stratified folds.
+    n_classes : int
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    splits: list
+    n_classes: int
+
+
+def load_evaluation_set(
+    name: str, *, medmnist_root=None, covid_root=None, quick: bool = False
+) -> EvaluationSet:
+    """Images, labels and evaluation splits of one data set.
+
+    With ``quick``, a stratified handful: 12 training images a class and 24 test
+    images of the first split.
+    """
+    if name == "covid19_xray":
+        data = np.load(Path(covid_root or default_covid_root()) / "covid19_xray.npz")
+        X, y = data["images"], data["labels"].astype(np.int64)
+        splits = list(StratifiedKFold(5, shuffle=True, random_state=0).split(X, y))
+    else:
+        root = medmnist_root or default_medmnist_root()
+        X_train, y_train = load_medmnist(name, "train", root=root)
+        X_test, y_test = load_medmnist(name, "test", root=root)
+        X, y = np.concatenate([X_train, X_test]), np.concatenate([y_train, y_test])
+        splits = [(np.arange(len(X_train)), np.arange(len(X_train), len(X)))]
+    if quick:
+        rng = np.random.default_rng(0)
+        train, test = splits[0]
+        train = np.concatenate(
+            [rng.choice(train[y[train] == c], 12, replace=False) for c in np.unique(y)]
+        )
+        test = rng.choice(test, 24, replace=False)
+        X, y = X[np.concatenate([train, test])], y[np.concatenate([train, test])]
+        splits = [(np.arange(len(train)), np.arange(len(train), len(X)))]
+    return EvaluationSet(X=X, y=y, splits=splits, n_classes=int(y.max()) + 1)
+
+
+def quick_subset(X, y, per_class: int = 12, seed: int = 0):
+    """A stratified handful of images for a smoke run: ``per_class`` of each class."""
+    rng = np.random.default_rng(seed)
+    index = np.concatenate(
+        [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in np.unique(y)]
+    )
+    return X[np.sort(index)], y[np.sort(index)]
+
+
+def channels_last(X: np.ndarray) -> np.ndarray:
+    """(n, H, W) or (n, H, W, C) uint8 arrays as channels-last (n, H, W, C)."""
+    return X[..., None] if X.ndim == 3 else X
+
+
+# -------------------------------------------------------------------------- metrics
+def svc() -> Pipeline:
+    """The classifier of every benchmark: ``StandardScaler + SVC(class_weight="balanced")``."""
+    return make_pipeline(StandardScaler(), SVC(class_weight="balanced"))
+
+
+def scores(y_true, y_pred, y_score, n_classes: int) -> dict:
+    """Accuracy, balanced accuracy and (macro one-vs-rest) ROC AUC."""
+    y_score = np.asarray(y_score)
+    if n_classes == 2:
+        auc = roc_auc_score(y_true, y_score if y_score.ndim == 1 else y_score[:, 1])
+    else:  # macro mean of the per-class one-vs-rest AUCs, from any monotone scores
+        auc = np.mean([roc_auc_score(y_true == k, y_score[:, k]) for k in range(n_classes)])
+    return {
+        "acc": accuracy_score(y_true, y_pred),
+        "bacc": balanced_accuracy_score(y_true, y_pred),
+        "auc": float(auc),
+    }
+
+
+def eval_features(F_train, y_train, F_test, y_test, n_classes: int) -> dict:
+    """:func:`scores` of :func:`svc` fitted on the training features."""
+    model = svc().fit(F_train, y_train)
+    return scores(y_test, model.predict(F_test), model.decision_function(F_test), n_classes)
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean and std of each score over runs, and their number."""
+    out = {}
+    for key in ("acc", "bacc", "auc"):
+        values = np.array([r[key] for r in runs])
+        out[key], out[f"{key}_std"] = float(values.mean()), float(values.std())
+    out["n_runs"] = len(runs)
+    return out
+
+
+def subsample(y, fraction: float, seed: int) -> np.ndarray:
+    """A stratified subset of indices with at least 2 labels per class."""
+    return stratified_subset(y, fraction, random_state=seed)
+
+
+# -------------------------------------------------------------------------- output
+def write_json(obj, path: Path) -> None:
+    """Write ``obj`` as indented JSON, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, default=str))
