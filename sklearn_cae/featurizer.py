@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import numbers
 import os
 from collections.abc import Iterator, Sequence
+from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -14,12 +15,17 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
-from skorch.callbacks import EarlyStopping, LRScheduler
-from skorch.dataset import ValidSplit
 from torch import nn
 from tqdm.auto import tqdm
 
-from .devices import autocast, cpu_threads_for, resolve_device
+from ._docstrings import SHARED_DOCS, Substitution
+from ._param_validation import (
+    HasMethods,
+    Interval,
+    InvalidParameterError,
+    StrOptions,
+    fit_context,
+)
 from .backbones import (
     DEFAULT_BACKBONE,
     available_layers,
@@ -28,31 +34,31 @@ from .backbones import (
     truncate,
 )
 from .cache import check_cache, image_digests, model_digest
-from .cae import UNLABELLED, AutoEncoderNet, ConvAutoEncoder, MapViews
+from .cae import UNLABELLED, AutoEncoderNet, MapViews, fit_autoencoder
 from .corruptions import corrupt
+from .devices import autocast, resolve_device
+from .feature_maps import ChannelStatistics, standardize
 from .images import (
+    CHANNEL_POLICIES,
+    INTENSITY_POLICIES,
     ImageSource,
     as_image_source,
-    check_channels,
     check_image_size,
     check_intensity,
     normalize_batch,
 )
-from .pooling import pool, pooled_names
+from .pooling import POOLINGS, pool, pooled_names
 
 __all__ = ["BackboneFeaturizer", "CAETransferFeaturizer"]
 
-
-def _check_positive_int(value, name: str) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+_POSITIVE_INT = Interval(Integral, 1, None, closed="left")
 
 
 def _as_layer_list(layer, backbone) -> list[str]:
     layers = [default_layer(backbone)] if layer is None else layer
     if isinstance(layers, str):
         layers = [layers]
-    if not isinstance(layers, Sequence) or not layers:
+    if not layers:
         raise ValueError(f"layer must be None, a layer name or a list of them, got {layer!r}.")
     valid = available_layers(backbone)
     for name in layers:
@@ -78,22 +84,44 @@ def _is_flat_numeric(X) -> bool:
     return dtype is None or np.dtype(dtype).kind not in "US"
 
 
+def _as_numpy(maps: list[list[torch.Tensor]]) -> list[np.ndarray]:
+    """Per-layer float32 arrays from per-batch lists of per-layer maps."""
+    layers = zip(*maps, strict=True)
+    return [torch.cat([m.float().cpu() for m in layer]).numpy() for layer in layers]
+
+
 class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
     """Input handling, backbone loading and batched map extraction shared by both."""
 
-    def _check_common_params(self) -> None:
-        if not isinstance(self.backbone, str | nn.Module):
-            raise TypeError(
-                "backbone must be a model name or a torch.nn.Module, got "
-                f"{type(self.backbone).__name__}."
-            )
+    _parameter_constraints: ClassVar[dict] = {
+        "backbone": [str, nn.Module],
+        "weights": [str, os.PathLike, None, HasMethods("get_state_dict")],
+        "layer": [str, list, tuple, None],
+        "pooling": [StrOptions(set(POOLINGS))],
+        "image_size": [_POSITIVE_INT, tuple, list],
+        "image_shape": [tuple, list, None],
+        "intensity": [StrOptions(set(INTENSITY_POLICIES)), tuple, list],
+        "channels": [StrOptions(set(CHANNEL_POLICIES))],
+        "batch_size": [_POSITIVE_INT],
+        "device": [str, torch.device],
+        "cache": [None, str, os.PathLike, HasMethods("cache")],
+        "verbose": ["verbose"],
+    }
+
+    # Integer parameters: scikit-learn's Interval(Integral, ...) lets True pass as 1.
+    _int_parameters: ClassVar[tuple[str, ...]] = ("batch_size",)
+
+    def _check_params(self) -> None:
+        """What ``_parameter_constraints`` cannot say: values that need a closer look."""
+        for name in self._int_parameters:
+            if isinstance(getattr(self, name), bool | np.bool_):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {type(self).__name__} must be an int, "
+                    f"got {getattr(self, name)!r}."
+                )
         check_image_size(self.image_size)
-        _check_positive_int(self.batch_size, "batch_size")
-        if self.pooling not in ("avg", "max", "avgmax", "spp"):
-            raise ValueError(
-                f"Unknown pooling {self.pooling!r}; choose 'avg', 'max', 'avgmax' or 'spp'."
-            )
-        resolve_device(self.device)
+        check_intensity(self.intensity)
+        resolve_device(self.device)  # e.g. CUDA asked for, none present
         check_cache(self.cache)
 
     def _check_images(self, X, *, reset: bool) -> ImageSource:
@@ -104,8 +132,6 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         estimator changes with ``reset=False``; with ``reset=True`` it runs inside
         :meth:`_fitting`, which forgets a failed fit.
         """
-        check_intensity(self.intensity)
-        check_channels(self.channels)
         if not isinstance(X, list | tuple | np.ndarray | torch.Tensor | ImageSource) and (
             hasattr(X, "__array__") and not hasattr(X, "dtypes")
         ):
@@ -146,8 +172,8 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
             self._clear_fitted_attributes()
             raise
 
-    def _fit_backbone(self, images: np.ndarray):
-        """Load, freeze and truncate the backbone; return fitted attributes (not set)."""
+    def _fit_backbone(self, images: ImageSource) -> None:
+        """Load, freeze and truncate the backbone; set its fitted attributes."""
         device = resolve_device(self.device)
         backbone = (
             copy.deepcopy(self.backbone) if isinstance(self.backbone, nn.Module) else self.backbone
@@ -166,20 +192,17 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
                 f"image_size={self.image_size!r} is too small for layer(s) {layers} of this "
                 f"backbone ({exc}). Use a larger image_size or a shallower layer."
             ) from exc
-        return {
-            "backbone_": module,
-            "layers_": layers,
-            "input_mean_": spec.mean,
-            "input_std_": spec.std,
-            "n_channels_": [int(m.shape[1]) for m in probe],
-            "map_shapes_": [tuple(int(s) for s in m.shape[1:]) for m in probe],
-            "n_input_channels_": int(images.shape[-1]),
-        }
+        self.backbone_ = module
+        self.layers_ = layers
+        self.input_mean_ = spec.mean
+        self.input_std_ = spec.std
+        self.n_channels_ = [int(m.shape[1]) for m in probe]
+        self.map_shapes_ = [tuple(int(s) for s in m.shape[1:]) for m in probe]
+        self.n_input_channels_ = int(images.shape[-1])
 
     def _iter_batches(
         self,
         images: ImageSource,
-        fitted: dict,
         device: torch.device,
         *,
         with_raw: bool = False,
@@ -194,13 +217,12 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         before intensity scaling and resizing: an ndarray (b, H, W, C) for array input,
         else a list of b channels-last arrays (see ``ImageSource.batches``). ``batch`` is
         the backbone input: float32 (b, 3, h, w) on ``device``, normalised with
-        ``fitted["input_mean_"]`` / ``fitted["input_std_"]``. File decoding runs in
-        DataLoader workers, so only a few batches are ever decoded at once.
+        ``input_mean_`` / ``input_std_``. File decoding runs in DataLoader workers, so
+        only a few batches are ever decoded at once.
         """
-        size = check_image_size(self.image_size)
         batches = images.batches(
             self.batch_size,
-            image_size=size,
+            image_size=check_image_size(self.image_size),
             intensity=check_intensity(self.intensity),
             device=device,
             with_raw=with_raw,
@@ -211,24 +233,23 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         ):
             if alter is not None:
                 unit = alter(unit)
-            yield raw, normalize_batch(unit, fitted["input_mean_"], fitted["input_std_"])
+            yield raw, normalize_batch(unit, self.input_mean_, self.input_std_)
 
     def _iter_maps(
-        self, images: ImageSource, fitted: dict, device: torch.device, *, alter=None
+        self, images: ImageSource, device: torch.device, *, alter=None
     ) -> Iterator[list[torch.Tensor]]:
         """Yield the tapped maps (float32, on ``device``) batch by batch.
 
-        ``fitted`` holds the fitted backbone attributes (``vars(self)`` once fitted);
         ``alter`` is passed to :meth:`_iter_batches`.
         """
-        backbone = fitted["backbone_"].to(device)
-        for _, batch in self._iter_batches(images, fitted, device, alter=alter):
+        backbone = self.backbone_.to(device)
+        for _, batch in self._iter_batches(images, device, alter=alter):
             with torch.inference_mode(), autocast(device):
                 maps = backbone(batch)
             yield [m.float() for m in maps]
 
     def _iter_half_maps(
-        self, images: ImageSource, fitted: dict, device: torch.device
+        self, images: ImageSource, device: torch.device
     ) -> Iterator[list[torch.Tensor]]:
         """Yield the tapped maps rounded to float16, on ``device``, batch by batch.
 
@@ -239,24 +260,24 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         """
         cache = check_cache(self.cache)
         if cache is None:
-            for maps in self._iter_maps(images, fitted, device):
+            for maps in self._iter_maps(images, device):
                 # NCHW, as maps read from the cache or from the training arrays are:
                 # the CAE's convolutions round differently on channels_last input.
                 yield [m.half().contiguous() for m in maps]
             return
-        backbone = fitted["backbone_"].to(device)
+        backbone = self.backbone_.to(device)
         model = model_digest(
             backbone,
-            layers=fitted["layers_"],
+            layers=self.layers_,
             image_size=check_image_size(self.image_size),
             intensity=check_intensity(self.intensity),
-            mean=fitted["input_mean_"],
-            std=fitted["input_std_"],
+            mean=self.input_mean_,
+            std=self.input_std_,
             device=device,
         )
-        shapes = fitted["map_shapes_"]
+        shapes = self.map_shapes_
         sizes = [int(np.prod(shape)) for shape in shapes]
-        for raw, batch in self._iter_batches(images, fitted, device, with_raw=True):
+        for raw, batch in self._iter_batches(images, device, with_raw=True):
             keys = image_digests(raw)
             entries = [cache.load(model, key, sum(sizes)) for key in keys]
             missing = [i for i, entry in enumerate(entries) if entry is None]
@@ -271,6 +292,24 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
             stacked = torch.from_numpy(np.stack(entries)).to(device)
             parts = stacked.split(sizes, dim=1)
             yield [part.reshape(-1, *shape) for part, shape in zip(parts, shapes, strict=True)]
+
+    def backbone_maps(self, X) -> list[np.ndarray]:
+        """The tapped backbone maps of ``X``, the maps the features are pooled from.
+
+        Parameters
+        ----------
+        X : array-like of images
+            As for :meth:`transform`. All maps are held in memory: pass a few images.
+
+        Returns
+        -------
+        list of ndarray of shape (n_samples, channels, height, width), float32
+            One array per tapped layer (``layers_``), with the values rounded through
+            float16 as ``transform`` sees them (and as the ``cache`` stores them).
+        """
+        check_is_fitted(self)
+        images = self._check_images(X, reset=False)
+        return _as_numpy(list(self._iter_half_maps(images, resolve_device(self.device))))
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -311,6 +350,7 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         return np.asarray(names, dtype=object)
 
 
+@Substitution(**SHARED_DOCS)
 class BackboneFeaturizer(_BackboneFeaturizerBase):
     """Pooled feature maps of a frozen pretrained CNN (transfer-learned features).
 
@@ -320,66 +360,28 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
 
     Parameters
     ----------
-    backbone : str or torch.nn.Module, default="efficientnet_lite0"
-        Backbone name (see :mod:`sklearn_cae.backbones`) or a module of your own.
-    weights : {"DEFAULT"}, None, path or str, default="DEFAULT"
-        ImageNet weights, random initialisation, or a local state-dict file (loaded by
-        tensor name: a checkpoint without its head works); for torchvision backbones
-        also a weights name such as ``"IMAGENET1K_V1"``. See :doc:`/backbones`.
+    {backbone}
+    {weights}
     layer : str, list of str or None, default=None
         Layer(s) to tap, from :func:`~sklearn_cae.available_layers`; None picks a
         stride-16 layer of the backbone. Several layers give concatenated features.
-    pooling : {"avg", "max", "avgmax", "spp"}, default="avg"
+    pooling : {{"avg", "max", "avgmax", "spp"}}, default="avg"
         How each tapped map is pooled.
-    image_size : int or (int, int), default=128
-        Images are resized to this size before the backbone.
-    image_shape : tuple of int, default=None
-        Shape used to unflatten 2-D ``X`` of shape (n, H*W*C).
-    intensity : {"auto", "minmax", "dtype", "dicom_window"} or (low, high), default="auto"
-        Mapping of pixel values to [0, 1]: ``auto`` divides uint8 by 255, keeps floats
-        in [0, 1] and min-max scales anything else per image; ``minmax`` scales every
-        image to its own range; ``dtype`` by the integer type's full range; a
-        ``(low, high)`` window clips to it (a CT window); ``dicom_window`` applies each
-        DICOM file's own VOI LUT or window (other images as ``auto``). See docs/inputs.md.
-    channels : {"convert", "strict"}, default="convert"
-        Grey and colour images together. ``"convert"``: when any image of a call is
-        colour, grey ones are replicated to RGB -- lossless, since the backbone
-        replicates grey images anyway (RGBA, palette and CMYK images are RGB, alpha
-        dropped) -- in ``fit`` and ``transform`` alike, so a model fitted on grey images
-        also transforms colour ones and vice versa. ``"strict"``: a call mixing grey and
-        colour images, or a ``transform`` whose channel count differs from ``fit``'s,
-        raises ``ValueError``. See docs/inputs.md.
+    {image_size}
+    {image_shape}
+    {intensity}
+    {channels}
     batch_size : int, default=64
         Images per backbone forward pass.
-    device : str, default="auto"
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    cache : None, str, path-like or joblib.Memory, default=None
-        Where to keep each image's backbone maps (float16) between calls, following
-        scikit-learn's ``memory`` convention: None disables it, a directory path or a
-        ``joblib.Memory`` enables it. Entries are keyed on image content and on
-        everything that changes the maps (backbone, weights, layers, image size,
-        preprocessing), so CV folds and grid points sharing a backbone reuse them; safe
-        with ``n_jobs > 1``. A leading ``~`` is expanded; an empty path or an existing
-        non-folder is refused at ``fit``; a cache that cannot be written warns
-        (``CacheWriteWarning``) and never fails the fit. See :mod:`sklearn_cae.cache`.
+    {device}
+    {cache}
     verbose : int, default=0
         Show progress bars when positive.
 
     Attributes
     ----------
-    backbone_ : torch.nn.Module
-        The frozen backbone, truncated after the deepest tapped layer.
-    layers_ : list of str
-        The tapped layers.
-    n_channels_ : list of int
-        Channels of each tapped map.
-    map_shapes_ : list of tuple
-        ``(channels, height, width)`` of each tapped map at ``image_size``.
-    n_input_channels_ : int
-        Channels of the images seen in ``fit``: 1 when all were grey, else 3 (grey
-        images replicated). Checked in ``transform`` only with ``channels="strict"``.
-    n_features_in_ : int
-        Number of columns of ``X``; only set when fitted on flattened (2-D) images.
+    {fitted_backbone}
+    {fitted_input}
 
     See Also
     --------
@@ -437,11 +439,28 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         self : BackboneFeaturizer
         """
         with self._fitting():
-            self._check_common_params()
-            images = self._check_images(X, reset=True)
-            for name, value in self._fit_backbone(images).items():
-                setattr(self, name, value)
+            self._fit(X)
         return self
+
+    @fit_context(prefer_skip_nested_validation=True)
+    def _fit(self, X) -> None:
+        self._check_params()
+        self._fit_backbone(self._check_images(X, reset=True))
+
+    def fit_transform(self, X, y=None) -> np.ndarray:
+        """Fit to ``X``, then pool its tapped feature maps.
+
+        Parameters
+        ----------
+        X : array-like of images
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features_out), float32
+        """
+        return self.fit(X).transform(X)
 
     def transform(self, X) -> np.ndarray:
         """Pool the tapped feature maps of each image.
@@ -459,7 +478,7 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         device = resolve_device(self.device)
         pooled = [
             torch.cat([pool(m.float(), self.pooling) for m in maps], dim=1).cpu()
-            for maps in self._iter_half_maps(images, vars(self), device)
+            for maps in self._iter_half_maps(images, device)
         ]
         return torch.cat(pooled).numpy().astype(np.float32, copy=False)
 
@@ -467,19 +486,7 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         return list(zip(self.layers_, self.n_channels_, strict=True))
 
 
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device):
-    """Seed torch for CAE initialisation and batch shuffling, restoring RNG state after."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def _standardize(maps: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (maps - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-
-
+@Substitution(**SHARED_DOCS)
 class CAETransferFeaturizer(_BackboneFeaturizerBase):
     """Unsupervised deep transfer features: a CAE's pooled code on frozen CNN maps.
 
@@ -495,12 +502,8 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
 
     Parameters
     ----------
-    backbone : str or torch.nn.Module, default="efficientnet_lite0"
-        Backbone name (see :mod:`sklearn_cae.backbones`) or a module of your own.
-    weights : {"DEFAULT"}, None, path or str, default="DEFAULT"
-        ImageNet weights, random initialisation, or a local state-dict file (loaded by
-        tensor name: a checkpoint without its head works); for torchvision backbones
-        also a weights name such as ``"IMAGENET1K_V1"``. See :doc:`/backbones`.
+    {backbone}
+    {weights}
     layer : str, list of str or None, default=None
         Layer(s) to tap, from :func:`~sklearn_cae.available_layers`; None picks a
         stride-16 layer. With several layers, one CAE is trained per layer and the
@@ -532,31 +535,17 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         ``-1`` marking unlabelled images. 0 (the paper's unsupervised CAE) ignores
         ``y``. Inside a ``Pipeline``, ``GridSearchCV`` or ``cross_validate`` only the
         training fold's labels are seen.
-    pooling : {"avg", "max", "avgmax", "spp"}, default="avg"
+    pooling : {{"avg", "max", "avgmax", "spp"}}, default="avg"
         How each code map (and each backbone map, see ``include_backbone``) is
         pooled into a vector.
     include_backbone : bool, default=True
         Also return the pooled (standardised) backbone maps of each tapped layer
         after the codes. The CAE code complements, rather than replaces, the
         transfer-learned features; see ``docs/method.md`` for the numbers.
-    image_size : int or (int, int), default=128
-        Images are resized to this size before the backbone.
-    image_shape : tuple of int, default=None
-        Shape used to unflatten 2-D ``X`` of shape (n, H*W*C).
-    intensity : {"auto", "minmax", "dtype", "dicom_window"} or (low, high), default="auto"
-        Mapping of pixel values to [0, 1]: ``auto`` divides uint8 by 255, keeps floats
-        in [0, 1] and min-max scales anything else per image; ``minmax`` scales every
-        image to its own range; ``dtype`` by the integer type's full range; a
-        ``(low, high)`` window clips to it (a CT window); ``dicom_window`` applies each
-        DICOM file's own VOI LUT or window (other images as ``auto``). See docs/inputs.md.
-    channels : {"convert", "strict"}, default="convert"
-        Grey and colour images together. ``"convert"``: when any image of a call is
-        colour, grey ones are replicated to RGB -- lossless, since the backbone
-        replicates grey images anyway (RGBA, palette and CMYK images are RGB, alpha
-        dropped) -- in ``fit`` and ``transform`` alike, so a model fitted on grey images
-        also transforms colour ones and vice versa. ``"strict"``: a call mixing grey and
-        colour images, or a ``transform`` whose channel count differs from ``fit``'s,
-        raises ``ValueError``. See docs/inputs.md.
+    {image_size}
+    {image_shape}
+    {intensity}
+    {channels}
     max_epochs : int, default=15
         CAE training epochs; the learning rate follows a cosine schedule from ``lr``
         to 0 over them.
@@ -575,19 +564,10 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
     callbacks : list of skorch callbacks or None, default=None
         Extra skorch callbacks for the CAE training (e.g. checkpointing).
     cae_params : dict or None, default=None
-        Further skorch ``NeuralNet`` parameters, e.g. ``{"optimizer__weight_decay":
-        1e-4}`` or ``{"optimizer": torch.optim.SGD}``.
-    device : str, default="auto"
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    cache : None, str, path-like or joblib.Memory, default=None
-        Where to keep each image's backbone maps (float16) between calls, following
-        scikit-learn's ``memory`` convention: None disables it, a directory path or a
-        ``joblib.Memory`` enables it. Entries are keyed on image content and on
-        everything that changes the maps (backbone, weights, layers, image size,
-        preprocessing), so CV folds and grid points sharing a backbone reuse them; safe
-        with ``n_jobs > 1``. A leading ``~`` is expanded; an empty path or an existing
-        non-folder is refused at ``fit``; a cache that cannot be written warns
-        (``CacheWriteWarning``) and never fails the fit. See :mod:`sklearn_cae.cache`.
+        Further skorch ``NeuralNet`` parameters, e.g. ``{{"optimizer__weight_decay":
+        1e-4}}`` or ``{{"optimizer": torch.optim.SGD}}``.
+    {device}
+    {cache}
     random_state : int, RandomState instance or None, default=None
         Seeds the CAE initialisation, batch order and hold-out split.
     verbose : int, default=0
@@ -595,23 +575,12 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
 
     Attributes
     ----------
-    backbone_ : torch.nn.Module
-        The frozen backbone, truncated after the deepest tapped layer.
-    cae_ : AutoEncoderNet or list of AutoEncoderNet
-        The trained skorch net (a list when several layers are tapped).
-    layers_ : list of str
-        The tapped layers.
-    n_channels_ : list of int
-        Channels of each tapped map.
-    map_shapes_ : list of tuple
-        ``(channels, height, width)`` of each tapped map at ``image_size``.
+    {fitted_backbone}
+    cae_ : list of AutoEncoderNet
+        The trained skorch nets, one per tapped layer (in the order of ``layers_``).
     map_mean_, map_std_ : list of ndarray
         Per-channel statistics of each tapped layer's maps on the training images.
-    n_input_channels_ : int
-        Channels of the images seen in ``fit``: 1 when all were grey, else 3 (grey
-        images replicated). Checked in ``transform`` only with ``channels="strict"``.
-    n_features_in_ : int
-        Number of columns of ``X``; only set when fitted on flattened (2-D) images.
+    {fitted_input}
 
     See Also
     --------
@@ -625,7 +594,34 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
     >>> feat = CAETransferFeaturizer(image_size=32, max_epochs=2, random_state=0)
     >>> feat.fit_transform(X).shape  # 256 code + 112 backbone features of blocks.4
     (8, 368)
+    >>> [maps.shape for maps in feat.reconstruct(X[:2])]  # blocks.4 at stride 16
+    [(2, 112, 2, 2)]
     """
+
+    _parameter_constraints: ClassVar[dict] = {
+        **_BackboneFeaturizerBase._parameter_constraints,
+        "layer_sizes": [list, tuple],
+        "bottleneck": [_POSITIVE_INT],
+        "noise": [Interval(Real, 0, 1, closed="left")],
+        "sparsity": [Interval(Real, 0, None, closed="left")],
+        "corrupted_views": [Interval(Integral, 0, None, closed="left")],
+        "supervision": [Interval(Real, 0, None, closed="left")],
+        "include_backbone": ["boolean"],
+        "max_epochs": [_POSITIVE_INT],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "patience": [_POSITIVE_INT, None],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "callbacks": [list, tuple, None],
+        "cae_params": [dict, None],
+        "random_state": ["random_state"],
+    }
+    _int_parameters = (
+        *_BackboneFeaturizerBase._int_parameters,
+        "bottleneck",
+        "corrupted_views",
+        "max_epochs",
+        "patience",
+    )
 
     def __init__(
         self,
@@ -683,35 +679,13 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         self.random_state = random_state
         self.verbose = verbose
 
-    # ------------------------------------------------------------------ params
-    def _check_cae_params(self) -> None:
-        sizes = self.layer_sizes
-        if not isinstance(sizes, Sequence) or isinstance(sizes, str):
-            raise ValueError(f"layer_sizes must be a sequence of positive ints, got {sizes!r}.")
-        for size in sizes:
-            _check_positive_int(size, "every entry of layer_sizes")
-        _check_positive_int(self.bottleneck, "bottleneck")
-        if not isinstance(self.noise, numbers.Real) or not 0 <= self.noise < 1:
-            raise ValueError(f"noise must be in [0, 1), got {self.noise!r}.")
-        if not isinstance(self.sparsity, numbers.Real) or not 0 <= self.sparsity < np.inf:
-            raise ValueError(f"sparsity must be a non-negative float, got {self.sparsity!r}.")
-        if not isinstance(self.supervision, numbers.Real) or not 0 <= self.supervision < np.inf:
-            raise ValueError(f"supervision must be a non-negative float, got {self.supervision!r}.")
-        views = self.corrupted_views
-        if not isinstance(views, numbers.Integral) or isinstance(views, bool) or views < 0:
-            raise ValueError(f"corrupted_views must be a non-negative int, got {views!r}.")
-        if not isinstance(self.include_backbone, bool | np.bool_):
-            raise TypeError(f"include_backbone must be a bool, got {self.include_backbone!r}.")
-        _check_positive_int(self.max_epochs, "max_epochs")
-        if not isinstance(self.lr, numbers.Real) or not self.lr > 0:
-            raise ValueError(f"lr must be a positive float, got {self.lr!r}.")
-        if self.patience is not None:
-            _check_positive_int(self.patience, "patience")
-        fraction = self.validation_fraction
-        if not isinstance(fraction, numbers.Real) or not 0 <= fraction < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {fraction!r}.")
-        if self.cae_params is not None and not isinstance(self.cae_params, dict):
-            raise TypeError(f"cae_params must be a dict or None, got {self.cae_params!r}.")
+    def _check_params(self) -> None:
+        super()._check_params()
+        for size in self.layer_sizes:
+            if not _POSITIVE_INT.is_satisfied_by(size) or isinstance(size, bool):
+                raise ValueError(
+                    f"every entry of layer_sizes must be a positive int, got {self.layer_sizes!r}."
+                )
 
     # --------------------------------------------------------------------- fit
     def fit(self, X, y=None):
@@ -730,7 +704,8 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         -------
         self : CAETransferFeaturizer
         """
-        self._fit(X, y)
+        with self._fitting():
+            self._fit(X, y)
         return self
 
     def fit_transform(self, X, y=None) -> np.ndarray:
@@ -746,7 +721,8 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         -------
         ndarray of shape (n_samples, n_features_out), float32
         """
-        maps = self._fit(X, y)
+        with self._fitting():
+            maps = self._fit(X, y)
         device = resolve_device(self.device)
         codes = []
         for start in range(0, len(maps[0]), self.batch_size):
@@ -754,69 +730,51 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
                 torch.from_numpy(np.asarray(m[start : start + self.batch_size])).to(device).float()
                 for m in maps
             ]
-            codes.append(self._encode_standardized(batch))
+            codes.append(self._encode(batch))
         return torch.cat(codes).numpy()
 
+    @fit_context(prefer_skip_nested_validation=True)
     def _fit(self, X, y) -> list[np.ndarray]:
         """Fit and return the standardised float16 training maps of each layer."""
-        with self._fitting():
-            self._check_common_params()
-            self._check_cae_params()
-            seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-            images = self._check_images(X, reset=True)
-            labels = self._encode_labels(y, len(images)) if self.supervision else None
-            fitted = self._fit_backbone(images)
-            device = resolve_device(self.device)
-            maps, means, stds = self._collect_maps(images, fitted, device)
-            corrupted = self._collect_corrupted_maps(images, fitted, device, means, stds, seed)
-            nets = [
-                self._train_cae(MapViews(clean, views, labels), seed + i, device)
-                for i, (clean, views) in enumerate(zip(maps, corrupted, strict=True))
-            ]
-        fitted.update(
-            map_mean_=[m.cpu().numpy() for m in means],
-            map_std_=[s.cpu().numpy() for s in stds],
-            cae_=nets[0] if len(nets) == 1 else nets,
-        )
-        for name, value in fitted.items():
-            setattr(self, name, value)
+        self._check_params()
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        images = self._check_images(X, reset=True)
+        labels = self._encode_labels(y, len(images)) if self.supervision else None
+        self._fit_backbone(images)
+        device = resolve_device(self.device)
+        maps, means, stds = self._collect_maps(images, device)
+        corrupted = self._collect_corrupted_maps(images, device, means, stds, seed)
+        self.cae_ = [
+            self._train_cae(MapViews(clean, views, labels), seed + i, device)
+            for i, (clean, views) in enumerate(zip(maps, corrupted, strict=True))
+        ]
+        self.map_mean_ = [m.cpu().numpy() for m in means]
+        self.map_std_ = [s.cpu().numpy() for s in stds]
         return maps
 
-    def _collect_maps(self, images, fitted, device):
+    def _collect_maps(self, images: ImageSource, device: torch.device):
         """One backbone pass: float16 maps per layer and per-channel mean / std.
 
         With a ``cache`` the maps live in a memory-mapped temporary file in the cache
         folder, so memory stays flat as the number of images grows.
         """
         n = len(images)
-        shapes = fitted["map_shapes_"]
-        stored = [self._map_array((n, *shape)) for shape in shapes]
-        sums = [torch.zeros(shape[0], dtype=torch.float64, device=device) for shape in shapes]
-        squares = [torch.zeros_like(s) for s in sums]
+        stored = [self._map_array((n, *shape)) for shape in self.map_shapes_]
+        statistics = [ChannelStatistics(shape[0], device) for shape in self.map_shapes_]
         start = 0
-        for batch_maps in self._iter_half_maps(images, fitted, device):
+        for batch_maps in self._iter_half_maps(images, device):
             stop = start + len(batch_maps[0])
-            for i, half in enumerate(batch_maps):
-                stored[i][start:stop] = half.cpu().numpy()
-                m64 = half.double()
-                sums[i] += m64.sum(dim=(0, 2, 3))
-                squares[i] += (m64**2).sum(dim=(0, 2, 3))
+            for layer_maps, layer_stats, half in zip(stored, statistics, batch_maps, strict=True):
+                layer_maps[start:stop] = half.cpu().numpy()
+                layer_stats.update(half)
             start = stop
-        means, stds = [], []
-        for i, layer_maps in enumerate(stored):
-            count = n * layer_maps.shape[2] * layer_maps.shape[3]
-            mean = sums[i] / count
-            var = (squares[i] / count - mean**2).clamp_min(0)
-            # Dead channels (constant maps) keep unit scale instead of dividing by 0.
-            std = torch.where(var > 1e-12, var.sqrt(), torch.ones_like(var))
-            means.append(mean.float())
-            stds.append(std.float())
+        means, stds = zip(*(layer_stats.mean_std() for layer_stats in statistics), strict=True)
+        for layer_maps, mean, std in zip(stored, means, stds, strict=True):
             for begin in range(0, n, self.batch_size):
                 chunk = torch.from_numpy(np.asarray(layer_maps[begin : begin + self.batch_size]))
-                chunk = chunk.to(device)
-                standardized = _standardize(chunk.float(), means[-1], stds[-1])
+                standardized = standardize(chunk.to(device).float(), mean, std)
                 layer_maps[begin : begin + self.batch_size] = standardized.half().cpu().numpy()
-        return stored, means, stds
+        return stored, list(means), list(stds)
 
     def _map_array(self, shape: tuple[int, ...]) -> np.ndarray:
         """A float16 array for training maps: memory-mapped in the cache folder if any."""
@@ -825,27 +783,26 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
             return cache.temporary_array(shape)
         return np.empty(shape, dtype=np.float16)
 
-    def _collect_corrupted_maps(self, images, fitted, device, means, stds, seed):
+    def _collect_corrupted_maps(self, images, device, means, stds, seed):
         """Standardised float16 maps of ``corrupted_views`` corrupted copies of the images.
 
         Returns one list of views per tapped layer (empty lists without views). The
         corruptions are drawn from a generator seeded with ``seed``; the maps are
         standardised with the clean maps' statistics, as the CAE's input will be.
         """
-        shapes = fitted["map_shapes_"]
         views = [
             [self._map_array((len(images), *shape)) for _ in range(self.corrupted_views)]
-            for shape in shapes
+            for shape in self.map_shapes_
         ]
         generator = torch.Generator().manual_seed(seed)
         for view in range(self.corrupted_views):
             start = 0
             for batch_maps in self._iter_maps(
-                images, fitted, device, alter=lambda unit: corrupt(unit, generator)
+                images, device, alter=lambda unit: corrupt(unit, generator)
             ):
                 stop = start + len(batch_maps[0])
                 for i, layer_maps in enumerate(batch_maps):
-                    standardized = _standardize(layer_maps.half().float(), means[i], stds[i])
+                    standardized = standardize(layer_maps.half().float(), means[i], stds[i])
                     views[i][view][start:stop] = standardized.half().cpu().numpy()
                 start = stop
         return views
@@ -876,75 +833,52 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         labels[~unlabelled] = indices
         return labels
 
-    def _make_net(self, in_channels: int, views: MapViews, seed: int, device) -> AutoEncoderNet:
-        n_samples = len(views)
-        held_out = int(n_samples * self.validation_fraction)
-        use_split = held_out >= 2 and n_samples - held_out >= 2
-        labels = views.labels[views.labels != UNLABELLED]
-        counts = np.bincount(labels) if len(labels) else np.zeros(0)
-        callbacks = [("cosine_lr", LRScheduler(policy="CosineAnnealingLR", T_max=self.max_epochs))]
-        callbacks += list(self.callbacks or [])
-        if use_split and self.patience is not None:
-            callbacks.append(
-                ("early_stopping", EarlyStopping(patience=self.patience, load_best=True))
-            )
-        params = dict(
-            module=ConvAutoEncoder,
-            module__in_channels=in_channels,
-            module__layer_sizes=tuple(self.layer_sizes),
-            module__bottleneck=self.bottleneck,
-            module__noise=float(self.noise),
-            module__n_classes=len(counts),
-            sparsity=float(self.sparsity),
-            supervision=float(self.supervision),
-            # Class-balanced, as SVC(class_weight="balanced"): small classes count as much.
-            class_weight=(len(labels) / (len(counts) * counts.clip(1))) if len(counts) else None,
-            criterion=nn.MSELoss,
-            optimizer=torch.optim.Adam,
+    def _train_cae(self, views: MapViews, seed: int, device: torch.device) -> AutoEncoderNet:
+        return fit_autoencoder(
+            views,
+            layer_sizes=self.layer_sizes,
+            bottleneck=self.bottleneck,
+            noise=self.noise,
+            sparsity=self.sparsity,
+            supervision=self.supervision,
             lr=self.lr,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
-            iterator_train__shuffle=True,
-            train_split=(
-                ValidSplit(self.validation_fraction, random_state=seed) if use_split else None
-            ),
-            callbacks=callbacks,
-            device=str(device),
-            verbose=int(self.verbose > 0),
+            patience=self.patience,
+            validation_fraction=self.validation_fraction,
+            callbacks=self.callbacks,
+            net_params=self.cae_params,
+            seed=seed,
+            device=device,
+            verbose=self.verbose,
         )
-        params.update(self.cae_params or {})
-        return AutoEncoderNet(**params)
-
-    def _train_cae(self, views: MapViews, seed: int, device) -> AutoEncoderNet:
-        _, channels, height, width = views.views[0].shape
-        net = self._make_net(channels, views, seed, device)
-        positions = min(self.batch_size, len(views)) * height * width
-        with _seeded(seed, device), cpu_threads_for(device, positions):
-            net.fit(views, y=None)
-        losses = net.history[:, "train_loss"]
-        if not np.all(np.isfinite(losses)):
-            raise ValueError(
-                "The auto-encoder's training loss became NaN or infinite (epoch "
-                f"{int(np.argmin(np.isfinite(losses))) + 1}). Lower lr (now {self.lr}) "
-                "or check the input images."
-            )
-        net.module_.eval()
-        return net
 
     # --------------------------------------------------------------- transform
-    @property
-    def _nets(self) -> list[AutoEncoderNet]:
-        return self.cae_ if isinstance(self.cae_, list) else [self.cae_]
-
-    def _encode_standardized(self, maps: list[torch.Tensor]) -> torch.Tensor:
+    def _encode(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """Features of standardised maps: pooled codes, then pooled maps if asked."""
         codes = []
         with torch.inference_mode():
-            for net, layer_maps in zip(self._nets, maps, strict=True):
+            for net, layer_maps in zip(self.cae_, maps, strict=True):
                 module = net.module_.to(layer_maps.device).eval()
                 codes.append(pool(module.encode(layer_maps), self.pooling))
             if self.include_backbone:
                 codes += [pool(layer_maps, self.pooling) for layer_maps in maps]
         return torch.cat(codes, dim=1).cpu()
+
+    def _iter_standardized_maps(self, X) -> Iterator[list[torch.Tensor]]:
+        """Yield the standardised maps of ``X`` batch by batch, as the CAEs see them."""
+        check_is_fitted(self)
+        images = self._check_images(X, reset=False)
+        device = resolve_device(self.device)
+        means = [torch.from_numpy(m).to(device) for m in self.map_mean_]
+        stds = [torch.from_numpy(s).to(device) for s in self.map_std_]
+        for maps in self._iter_half_maps(images, device):
+            # Round through float16 exactly as fit stores maps, so fit_transform and
+            # fit().transform agree.
+            yield [
+                standardize(m.float(), mu, sd).half().float()
+                for m, mu, sd in zip(maps, means, stds, strict=True)
+            ]
 
     def transform(self, X) -> np.ndarray:
         """Return the pooled CAE codes of ``X`` (then its pooled maps if ``include_backbone``).
@@ -957,21 +891,63 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         -------
         ndarray of shape (n_samples, n_features_out), float32
         """
-        check_is_fitted(self)
-        images = self._check_images(X, reset=False)
-        device = resolve_device(self.device)
-        means = [torch.from_numpy(m).to(device) for m in self.map_mean_]
-        stds = [torch.from_numpy(s).to(device) for s in self.map_std_]
-        codes = []
-        for maps in self._iter_half_maps(images, vars(self), device):
-            # Round through float16 exactly as fit stores maps, so fit_transform and
-            # fit().transform agree.
-            standardized = [
-                _standardize(m.float(), mu, sd).half().float()
-                for m, mu, sd in zip(maps, means, stds, strict=True)
-            ]
-            codes.append(self._encode_standardized(standardized))
-        return torch.cat(codes).numpy()
+        return torch.cat([self._encode(maps) for maps in self._iter_standardized_maps(X)]).numpy()
+
+    def backbone_maps(self, X, *, standardized: bool = True) -> list[np.ndarray]:
+        """The tapped backbone maps of ``X``, standardised as the auto-encoders see them.
+
+        Parameters
+        ----------
+        X : array-like of images
+            As for :meth:`transform`. All maps are held in memory: pass a few images.
+        standardized : bool, default=True
+            Standardise each channel with the training statistics (``map_mean_``,
+            ``map_std_``), as the auto-encoders' input is; False gives the maps as
+            the backbone computes them.
+
+        Returns
+        -------
+        list of ndarray of shape (n_samples, channels, height, width), float32
+            One array per tapped layer (``layers_``), rounded through float16 as in
+            :meth:`transform`.
+        """
+        if not standardized:
+            return super().backbone_maps(X)
+        return _as_numpy(list(self._iter_standardized_maps(X)))
+
+    def reconstruct(self, X) -> list[np.ndarray]:
+        """The auto-encoders' reconstructions of the standardised maps of ``X``.
+
+        Compare them with ``backbone_maps(X)`` to see what the code keeps (see
+        :func:`sklearn_cae.plotting.plot_reconstructions`).
+
+        Parameters
+        ----------
+        X : array-like of images
+            As for :meth:`transform`. All maps are held in memory: pass a few images.
+
+        Returns
+        -------
+        list of ndarray of shape (n_samples, channels, height, width), float32
+            One array per tapped layer (``layers_``).
+        """
+        batches = []
+        with torch.inference_mode():
+            for maps in self._iter_standardized_maps(X):
+                batches.append(
+                    [
+                        net.module_.to(layer_maps.device).eval()(layer_maps)[0]
+                        for net, layer_maps in zip(self.cae_, maps, strict=True)
+                    ]
+                )
+        return _as_numpy(batches)
+
+    def __setstate__(self, state):
+        # Before 0.2, a single tapped layer's net was stored bare, not in a list.
+        cae = state.get("cae_")
+        if cae is not None and not isinstance(cae, list):
+            state = dict(state, cae_=[cae])
+        super().__setstate__(state)
 
     def _feature_prefixes(self):
         prefixes = [(f"{layer}_code", self.bottleneck) for layer in self.layers_]

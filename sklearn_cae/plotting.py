@@ -9,10 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from sklearn.utils.validation import check_is_fitted
-
-from .devices import resolve_device
 
 __all__ = [
     "plot_embedding",
@@ -108,19 +105,7 @@ def reconstruct_feature_maps(featurizer, X, layer: str | int = 0) -> tuple[np.nd
     """
     featurizer, X = _find_featurizer(featurizer, X)
     index = _layer_index(featurizer, layer)
-    device = resolve_device(featurizer.device)
-    mean = torch.from_numpy(featurizer.map_mean_[index]).to(device).view(1, -1, 1, 1)
-    std = torch.from_numpy(featurizer.map_std_[index]).to(device).view(1, -1, 1, 1)
-    module = featurizer._nets[index].module_.to(device).eval()
-    # Reuse the featurizer's own input checks and batched backbone pass.
-    images = featurizer._check_images(X, reset=False)
-    maps, reconstructions = [], []
-    with torch.inference_mode():
-        for batch_maps in featurizer._iter_maps(images, vars(featurizer), device):
-            standardized = (batch_maps[index] - mean) / std
-            maps.append(standardized.cpu())
-            reconstructions.append(module(standardized)[0].float().cpu())
-    return torch.cat(maps).numpy(), torch.cat(reconstructions).numpy()
+    return featurizer.backbone_maps(X)[index], featurizer.reconstruct(X)[index]
 
 
 def _for_display(X) -> list[np.ndarray]:
@@ -302,8 +287,7 @@ def _nets_and_names(estimator) -> list[tuple[str, object]]:
     if hasattr(estimator, "history") and hasattr(estimator, "module_"):
         return [("CAE", estimator)]
     estimator, _ = _find_featurizer(estimator)
-    nets = estimator.cae_ if isinstance(estimator.cae_, list) else [estimator.cae_]
-    return list(zip(estimator.layers_, nets, strict=True))
+    return list(zip(estimator.layers_, estimator.cae_, strict=True))
 
 
 def plot_loss_curves(estimator, *, ax=None, log_scale: bool = False):

@@ -51,7 +51,7 @@ def test_check_cache_follows_sklearn_memory_convention(tmp_path):
 
 
 def test_bad_cache_fails_in_fit(images):
-    with pytest.raises(ValueError, match="cache must be"):
+    with pytest.raises(ValueError, match="'cache' parameter of BackboneFeaturizer must be None"):
         BackboneFeaturizer(cache=1.5, **FAST).fit(images)
 
 

@@ -50,12 +50,12 @@ def test_fitted_attributes(fitted):
     assert not any(p.requires_grad for p in fitted.backbone_.parameters())
     assert fitted.map_mean_[0].shape == (fitted.n_channels_[0],)
     assert fitted.n_input_channels_ == 1
-    assert len(fitted.cae_.history) == 2
+    assert len(fitted.cae_[0].history) == 2
 
 
 def test_cae_learns_to_reconstruct(images):
     feat = CAETransferFeaturizer(**{**FAST_CAE, "max_epochs": 8, "patience": None}).fit(images)
-    losses = feat.cae_.history[:, "train_loss"]
+    losses = feat.cae_[0].history[:, "train_loss"]
     assert losses[-1] < 0.8 * losses[0]
 
 
@@ -67,7 +67,7 @@ def test_sparsity_penalty_makes_codes_sparser(images):
         feat = CAETransferFeaturizer(**params).fit(images)
         maps = torch.from_numpy(reconstruct_feature_maps(feat, images)[0])
         with torch.inference_mode():
-            return (feat.cae_.module_.encode(maps) == 0).float().mean().item()
+            return (feat.cae_[0].module_.encode(maps) == 0).float().mean().item()
 
     assert fraction_zero(1.0) > fraction_zero(0.0) + 0.2
 
@@ -75,9 +75,9 @@ def test_sparsity_penalty_makes_codes_sparser(images):
 def test_sparsity_penalty_is_part_of_the_loss(images):
     plain = CAETransferFeaturizer(**{**FAST_CAE, "sparsity": 0.0}).fit(images)
     sparse = CAETransferFeaturizer(**{**FAST_CAE, "sparsity": 10.0}).fit(images)
-    assert sparse.cae_.sparsity == 10.0
+    assert sparse.cae_[0].sparsity == 10.0
     # Same seed, same first batch order: the penalty can only add to the first loss.
-    first = (plain.cae_.history[0, "train_loss"], sparse.cae_.history[0, "train_loss"])
+    first = (plain.cae_[0].history[0, "train_loss"], sparse.cae_[0].history[0, "train_loss"])
     assert first[1] > first[0]
 
 
@@ -131,10 +131,10 @@ def test_user_callbacks_and_cae_params_reach_skorch(images):
         callbacks=[("count", counter)],
         cae_params={"optimizer": torch.optim.SGD, "optimizer__momentum": 0.5},
     ).fit(images)
-    trained_counter = dict(feat.cae_.callbacks_)["count"]
+    trained_counter = dict(feat.cae_[0].callbacks_)["count"]
     assert trained_counter.epochs == 2
-    assert isinstance(feat.cae_.optimizer_, torch.optim.SGD)
-    assert feat.cae_.optimizer_.defaults["momentum"] == 0.5
+    assert isinstance(feat.cae_[0].optimizer_, torch.optim.SGD)
+    assert feat.cae_[0].optimizer_.defaults["momentum"] == 0.5
 
 
 def test_early_stopping_uses_held_out_maps():
@@ -143,7 +143,7 @@ def test_early_stopping_uses_held_out_maps():
         **{**FAST_CAE, "max_epochs": 40, "patience": 1, "lr": 0.05, "validation_fraction": 0.1}
     )
     feat.fit(X)
-    history = feat.cae_.history
+    history = feat.cae_[0].history
     assert "valid_loss" in history[-1]
     assert len(history) < 40, "early stopping never triggered"
 
@@ -181,16 +181,21 @@ def test_pandas_output(fitted, images):
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"bottleneck": -1}, "bottleneck must be a positive int"),
+        ({"bottleneck": -1}, r"'bottleneck' parameter .* must be an int in the range \[1, inf\)"),
         ({"layer_sizes": (16, 0)}, "layer_sizes"),
+        ({"layer_sizes": "16"}, r"'layer_sizes' parameter"),
         ({"backbone": "no_such_net"}, "Unknown backbone"),
         ({"layer": "blocks.99"}, r"Unknown layer 'blocks.99'.*Valid layers: \['conv_stem'"),
-        ({"pooling": "median"}, "Unknown pooling"),
+        ({"pooling": "median"}, r"'pooling' parameter .* must be a str among"),
         ({"image_size": 0}, "image_size"),
         ({"device": "gpu0"}, "device must be"),
         ({"max_epochs": 0}, "max_epochs"),
-        ({"lr": -1.0}, "lr must be"),
-        ({"sparsity": -0.1}, "sparsity must be"),
+        ({"lr": -1.0}, r"'lr' parameter .* must be a float in the range \(0(\.0)?, inf\)"),
+        ({"sparsity": -0.1}, r"'sparsity' parameter"),
+        ({"verbose": "loud"}, r"'verbose' parameter"),
+        ({"callbacks": "checkpoint"}, r"'callbacks' parameter"),
+        ({"cae_params": [("lr", 1)]}, r"'cae_params' parameter"),
+        ({"random_state": "seed"}, r"'random_state' parameter"),
         ({"validation_fraction": 1.5}, "validation_fraction"),
     ],
 )
@@ -201,6 +206,27 @@ def test_bad_parameters_fail_at_fit_and_leave_nothing_fitted(fitted, images, par
     with pytest.raises(ValueError, match=message):
         feat.fit(images)
     assert not hasattr(feat, "cae_") and not hasattr(feat, "backbone_")
+
+
+@pytest.mark.parametrize(
+    "params", [{"random_state": "seed"}, {"verbose": "loud"}, {"callbacks": "checkpoint"}]
+)
+def test_bad_parameters_fail_before_the_backbone_runs(images, params, monkeypatch):
+    import sklearn_cae.featurizer as featurizer
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the backbone was loaded before the parameters were checked")
+
+    monkeypatch.setattr(featurizer, "load_backbone", no_backbone)
+    with pytest.raises(ValueError, match="parameter of CAETransferFeaturizer"):
+        CAETransferFeaturizer(**{**FAST_CAE, **params}).fit(images)
+
+
+def test_fit_transform_takes_no_unknown_arguments(fitted, images):
+    with pytest.raises(TypeError, match="sample_weight"):
+        CAETransferFeaturizer(**FAST_CAE).fit_transform(images, sample_weight=np.ones(24))
+    with pytest.raises(TypeError, match="sample_weight"):
+        BackboneFeaturizer(**FAST).fit_transform(images, sample_weight=np.ones(24))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
@@ -222,3 +248,55 @@ def test_fitted_on_gpu_transforms_on_cpu(images):
     on_gpu = feat.transform(images)
     restored = pickle.loads(pickle.dumps(feat)).set_params(device="cpu")
     np.testing.assert_allclose(restored.transform(images), on_gpu, atol=0.1)
+
+
+# ------------------------------------------------------------------ public maps API
+def test_backbone_maps_are_what_the_features_pool(images):
+    backbone = BackboneFeaturizer(**FAST, layer=["blocks.3", "blocks.4"]).fit(images)
+    maps = backbone.backbone_maps(images[:5])
+    assert [m.shape[1:] for m in maps] == backbone.map_shapes_
+    pooled = np.hstack([m.mean(axis=(2, 3)) for m in maps])
+    np.testing.assert_allclose(pooled, backbone.transform(images[:5]), rtol=1e-5, atol=1e-6)
+
+    cae = CAETransferFeaturizer(**{**FAST_CAE, "include_backbone": True, "pooling": "avg"})
+    cae.fit(images)
+    raw = cae.backbone_maps(images[:5], standardized=False)[0]
+    np.testing.assert_array_equal(
+        raw, BackboneFeaturizer(**FAST).fit(images).backbone_maps(images[:5])[0]
+    )
+    standardized = cae.backbone_maps(images[:5])[0]
+    expected = (raw - cae.map_mean_[0][:, None, None]) / cae.map_std_[0][:, None, None]
+    np.testing.assert_allclose(standardized, expected, atol=2e-3 * np.abs(expected).max())
+    # The transform's backbone part is the average of the standardised maps.
+    n_code = cae.bottleneck
+    np.testing.assert_allclose(
+        cae.transform(images[:5])[:, n_code:], standardized.mean(axis=(2, 3)), atol=1e-5
+    )
+
+
+def test_reconstruct_is_the_autoencoder_output(fitted, images):
+    maps = fitted.backbone_maps(images[:3])
+    reconstructions = fitted.reconstruct(images[:3])
+    assert len(reconstructions) == len(fitted.layers_) == len(fitted.cae_)
+    assert reconstructions[0].shape == maps[0].shape and reconstructions[0].dtype == np.float32
+    with torch.inference_mode():
+        expected = fitted.cae_[0].module_(torch.from_numpy(maps[0]))[0].numpy()
+    np.testing.assert_allclose(reconstructions[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_maps_api_needs_a_fitted_featurizer(images):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        CAETransferFeaturizer(**FAST_CAE).reconstruct(images)
+    with pytest.raises(NotFittedError):
+        BackboneFeaturizer(**FAST).backbone_maps(images)
+
+
+def test_cae_is_a_list_also_in_models_pickled_with_a_bare_net(fitted, images):
+    state = dict(pickle.loads(pickle.dumps(fitted)).__getstate__())
+    state["cae_"] = state["cae_"][0]  # how a single layer's net was stored before
+    restored = CAETransferFeaturizer.__new__(CAETransferFeaturizer)
+    restored.__setstate__(state)
+    assert isinstance(restored.cae_, list) and len(restored.cae_) == 1
+    np.testing.assert_array_equal(restored.transform(images), fitted.transform(images))

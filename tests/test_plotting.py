@@ -90,13 +90,13 @@ def test_plot_loss_curves_from_featurizer_pipeline_and_net(fitted):
     featurizer, X, y = fitted
     ax = plot_loss_curves(featurizer)
     train, valid = ax.get_lines()[:2]
-    history = featurizer.cae_.history
+    history = featurizer.cae_[0].history
     np.testing.assert_allclose(train.get_ydata(), history[:, "train_loss"])
     np.testing.assert_allclose(valid.get_ydata(), history[:, "valid_loss"])
     assert len(train.get_xdata()) == len(history)
     pipe = make_pipeline(featurizer, SVC()).fit(X, y)
     assert len(plot_loss_curves(pipe).get_lines()) == 3  # train, valid, best-epoch star
-    assert len(plot_loss_curves(featurizer.cae_, log_scale=True).get_lines()) == 3
+    assert len(plot_loss_curves(featurizer.cae_[0], log_scale=True).get_lines()) == 3
 
 
 def test_plot_loss_curves_needs_a_fitted_featurizer():

@@ -30,7 +30,7 @@ def test_verbose_1_shows_backbone_bar_with_eta_and_epoch_table(capsys, small_bre
     # skorch's per-epoch table on stdout, one row per epoch.
     assert "train_loss" in captured.out and "valid_loss" in captured.out
     rows = [line for line in captured.out.splitlines() if line.strip()[:1].isdigit()]
-    assert len(rows) == len(featurizer.cae_.history)
+    assert len(rows) == len(featurizer.cae_[0].history)
 
     featurizer.transform(X[:20])
     captured = capsys.readouterr()

@@ -17,6 +17,7 @@ from sklearn.svm import SVC
 from sklearn_cae import CAETransferFeaturizer
 from sklearn_cae.cae import AutoEncoderNet, ConvAutoEncoder, MapViews
 from sklearn_cae.corruptions import corrupt
+from sklearn_cae.images import ImageSource
 
 from .helpers import FAST_CAE
 
@@ -104,10 +105,10 @@ def test_supervised_loss_adds_cross_entropy_of_labelled_images_only():
 def test_learning_rate_follows_a_cosine_to_zero(small_breast):
     X, _ = small_breast
     feat = CAETransferFeaturizer(**{**FAST_CAE, "max_epochs": 4, "lr": 0.01}).fit(X)
-    lrs = feat.cae_.history[:, "event_lr"]
+    lrs = feat.cae_[0].history[:, "event_lr"]
     assert lrs[0] == pytest.approx(0.01)
     assert all(a > b for a, b in itertools.pairwise(lrs))
-    assert feat.cae_.optimizer_.param_groups[0]["lr"] == pytest.approx(0, abs=1e-9)
+    assert feat.cae_[0].optimizer_.param_groups[0]["lr"] == pytest.approx(0, abs=1e-9)
 
 
 # --------------------------------------------------------------------------- denoising
@@ -124,15 +125,15 @@ def test_corrupted_views_run_the_backbone_once_more_per_view(small_breast):
     X, _ = small_breast
     feat = CAETransferFeaturizer(**FAST_CAE, corrupted_views=2)
     seen = []
-    original = CAETransferFeaturizer._iter_maps
+    original = ImageSource.batches
 
-    def counting(self, images, fitted, device, **kwargs):
-        for maps in original(self, images, fitted, device, **kwargs):
-            seen.append(len(maps[0]))
-            yield maps
+    def counting(self, *args, **kwargs):
+        for raw, unit in original(self, *args, **kwargs):
+            seen.append(len(unit))
+            yield raw, unit
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(CAETransferFeaturizer, "_iter_maps", counting)
+        patch.setattr(ImageSource, "batches", counting)
         feat.fit(X)
     assert sum(seen) == 3 * len(X)  # the clean pass and two corrupted views
 
@@ -177,8 +178,8 @@ def test_supervised_training_loss_includes_the_classifier(small_breast):
     plain = CAETransferFeaturizer(**{**FAST_CAE, "max_epochs": 4}).fit(X)
     # Same seed, same reconstruction part: the first epoch's loss is larger by the
     # cross-entropy term (about 5 * log 2 at the start).
-    assert semi.cae_.history[0, "train_loss"] > plain.cae_.history[0, "train_loss"] + 1
-    assert semi.cae_.module_.head is not None and plain.cae_.module_.head is None
+    assert semi.cae_[0].history[0, "train_loss"] > plain.cae_[0].history[0, "train_loss"] + 1
+    assert semi.cae_[0].module_.head is not None and plain.cae_[0].module_.head is None
 
 
 @pytest.mark.parametrize(
@@ -256,6 +257,6 @@ def test_cae_training_runs_with_one_thread_on_small_maps(small_breast):
 
     feat = CAETransferFeaturizer(**FAST_CAE)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("sklearn_cae.featurizer.AutoEncoderNet", Spy)
+        patch.setattr("sklearn_cae.cae.AutoEncoderNet", Spy)
         feat.fit(small_breast[0])
     assert seen == [1]
