@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import sys
 import warnings
 from dataclasses import dataclass
@@ -43,6 +42,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from .network import download_timeout, offline
 
 __all__ = [
     "DEFAULT_BACKBONE",
@@ -85,8 +86,6 @@ _DEFAULT_LAYERS = {
     "swin_b": "features.5",
 }
 
-# Seconds to wait for a weights server before saying the machine is offline.
-_DOWNLOAD_TIMEOUT = 30
 # The size at which layers of a module are listed (the ImageNet training size).
 _LISTING_SIZE = 224
 
@@ -507,25 +506,17 @@ def _offline_error(
     )
 
 
-def _offline() -> bool:
-    flags = ("SKLEARN_CAE_OFFLINE", "HF_HUB_OFFLINE", "TORCH_HUB_OFFLINE")
-    return any(os.environ.get(flag, "").lower() in ("1", "true", "yes") for flag in flags)
-
-
 def _download_torchvision_state(name: str, weights_enum) -> dict:
     """Read cached torchvision weights or download them, never hanging offline."""
     url = weights_enum.url
     cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-    if not cached.is_file() and _offline():
+    if not cached.is_file() and offline():
         raise _offline_error(name, url, RuntimeError("offline mode is set"))
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT)
     try:
-        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+        with download_timeout():
+            return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
     except (OSError, RuntimeError) as exc:
         raise _offline_error(name, url, exc) from exc
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def _build_lite(name: str, weights) -> tuple[nn.Module, tuple[str, ...]]:
@@ -641,7 +632,7 @@ def _hub_config(repo: str, weights) -> tuple[dict, str, dict] | None:
     for folder in candidates:
         if (folder / "config.json").is_file():
             return load_model_config_from_path(folder)
-    if not _offline():
+    if not offline():
         try:
             return load_model_config_from_hf(repo)
         except Exception:  # offline or no such repo: fall through
@@ -743,7 +734,7 @@ def _create_timm_pretrained(name: str, src: _TimmSource) -> nn.Module:
         raise FileNotFoundError(
             f"{name!r}: no model.safetensors or pytorch_model.bin in the folder."
         )
-    if _offline():
+    if offline():
         raise _timm_offline_error(name, src, RuntimeError("offline mode is set"))
     try:
         return _create_timm(name, pretrained=True)

@@ -2,8 +2,10 @@
 
 DATA is an ImageFolder-style folder (one sub-folder of images per class), a MedMNIST
 name (read from ``$MEDMNIST_ROOT`` offline), or an ``.npz`` file with ``images`` and
-``labels`` arrays (and optionally ``class_names``). Heavy imports happen inside the
-commands, so ``--help`` answers at once.
+``labels`` arrays (and optionally ``class_names``), read by
+:func:`sklearn_cae.datasets.load_dataset`; ``evaluate`` cross-validates with
+:mod:`sklearn_cae.evaluation`. Heavy imports happen inside the commands, so ``--help``
+answers at once.
 
 Results go to standard output; progress (a line per step, fold and method, and tqdm
 bars when standard error is a terminal), warnings and errors to standard error, each
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_data", "main"]
+__all__ = ["build_parser", "main"]
 
 
 class _CLIError(ValueError):
@@ -54,25 +56,6 @@ class _Parser(argparse.ArgumentParser):
 _ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class _Progress:
-    """Progress on standard error: lines (unless quiet) and tqdm bars (on a terminal)."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-
-    def line(self, text: str) -> None:
-        if not self.quiet:
-            from tqdm.auto import tqdm
-
-            tqdm.write(text, file=sys.stderr)  # above any bar on screen
-
-    def bar(self, iterable, **kwargs):
-        from tqdm.auto import tqdm
-
-        # disable=None: tqdm draws nothing when standard error is not a terminal.
-        return tqdm(iterable, file=sys.stderr, disable=True if self.quiet else None, **kwargs)
-
-
 def _epoch_table_line(text: str) -> None:
     """skorch's epoch table, without its colour codes unless stdout is a terminal."""
     print(text if sys.stdout.isatty() else _ANSI_CODES.sub("", text), flush=True)
@@ -88,142 +71,28 @@ def _warning_printer(prog: str):
 
 
 # ------------------------------------------------------------------------ data
-def load_data(data: str, split: str = "train"):
-    """Load labelled images from a folder, an ``.npz`` file or a MedMNIST name.
-
-    Parameters
-    ----------
-    data : str
-        An ImageFolder-style folder, a path to an ``.npz`` file holding ``images``
-        and ``labels`` (and optionally ``class_names``), or a MedMNIST 2-D data set
-        name such as ``"breastmnist"``.
-    split : {"train", "val", "test"}, default="train"
-        MedMNIST split; ignored for folders and ``.npz`` files.
-
-    Returns
-    -------
-    X : list of str or ndarray
-        Image file paths (folder) or an array of images.
-    y : ndarray of str
-        Class name of each image.
-    """
-    if not data.strip():
-        raise _CLIError("DATA is an empty string")
-    path = Path(data).expanduser()
-    if path.is_dir():
-        from .datasets import load_image_folder
-
-        paths, labels, class_names = load_image_folder(path)
-        if len(paths) == 0:
-            raise _CLIError(f"no images found in the class sub-folders of {path}")
-        return [str(p) for p in paths], np.asarray(class_names)[np.asarray(labels)]
-    if path.suffix.lower() == ".npz":
-        return _load_npz(path)
-    if path.exists() or path.suffix or "/" in data or "\\" in data:
-        raise _CLIError(
-            f"DATA {data!r} is not a folder of class sub-folders, an .npz file or a MedMNIST name"
-        )
-    return _load_medmnist(data, split)
-
-
-def _load_npz(path: Path):
-    if not path.is_file():
-        raise _CLIError(f"no such file: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = {"images", "labels"} - set(archive.files)
-            if missing:
-                raise _CLIError(
-                    f"{path} lacks the array(s) {sorted(missing)}; it must hold 'images' and "
-                    f"'labels' (it has {archive.files})"
-                )
-            images, labels = archive["images"], archive["labels"]
-            names = archive["class_names"] if "class_names" in archive.files else None
-    except _CLIError:
-        raise
-    except Exception as exc:  # not a zip, truncated, pickled objects, ...
-        raise _CLIError(f"cannot read {path} as an .npz file ({_reason(exc)})") from None
-    if np.ndim(images) == 0:
-        raise _CLIError(f"{path}: 'images' is a scalar, not an array of images")
-    return images, _npz_labels(path, labels, names, len(images))
-
-
-def _npz_labels(path: Path, labels: np.ndarray, names, n_images: int) -> np.ndarray:
-    """Class names from an .npz's labels: names themselves, or indices into class_names."""
-    if labels.ndim == 2 and labels.shape[1] == 1:  # MedMNIST's (n, 1) column
-        labels = labels[:, 0]
-    if labels.ndim != 1 or len(labels) != n_images:
-        raise _CLIError(
-            f"{path}: 'labels' must be 1-D with one label per image, got shape {labels.shape} "
-            f"for {n_images} images"
-        )
-    if labels.dtype.kind in "US":
-        if names is not None:
-            raise _CLIError(
-                f"{path}: 'labels' holds names, so 'class_names' (names for integer labels) "
-                "must not be given"
-            )
-        return labels.astype(str)
-    if labels.dtype.kind not in "biuf":
-        raise _CLIError(f"{path}: 'labels' must be integers or strings, not {labels.dtype}")
-    if labels.dtype.kind == "f":
-        whole = np.isfinite(labels) & (labels == np.round(labels))
-        if not whole.all():
-            i = int(np.flatnonzero(~whole)[0])
-            raise _CLIError(
-                f"{path}: 'labels' must be class indices (whole numbers) or names; label "
-                f"{i} is {labels[i]}"
-            )
-    labels = labels.astype(np.int64)
-    if names is None:
-        return labels.astype(str)
-    names = np.asarray(names).astype(str)
-    if names.ndim != 1 or len(names) == 0 or len(set(names)) != len(names):
-        raise _CLIError(
-            f"{path}: 'class_names' must be a 1-D list of distinct names, got {names.tolist()}"
-        )
-    bad = (labels < 0) | (labels >= len(names))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise _CLIError(
-            f"{path}: label {labels[i]} of image {i} is not an index into 'class_names' "
-            f"(0 to {len(names) - 1}: {names.tolist()})"
-        )
-    return names[labels]
-
-
-def _load_medmnist(name: str, split: str):
-    from .datasets import load_medmnist
-
-    images, labels = load_medmnist(name, split=split)
-    if labels.ndim != 1:
-        raise _CLIError(f"{name} is multi-label; the command line handles one label per image")
-    import medmnist
-
-    label_names = medmnist.INFO[name.lower()]["label"]
-    return images, np.asarray([label_names[str(label)] for label in labels])
-
-
-def _take(X, index):
-    """Rows ``index`` of a list of paths or of an array of images."""
-    return [X[i] for i in index] if isinstance(X, list) else X[index]
-
-
 def _subsample(X, y, max_images: int | None, random_state: int):
     if max_images is None or max_images >= len(y):
         return X, y
     from sklearn.model_selection import train_test_split
 
+    from .datasets import take_rows
+
     index = np.arange(len(y))
     keep, _ = train_test_split(index, train_size=max_images, stratify=y, random_state=random_state)
     keep = np.sort(keep)
-    return _take(X, keep), y[keep]
+    return take_rows(X, keep), y[keep]
 
 
 def _class_counts(y) -> str:
     """``'a' (12), 'b' (30)``: the classes as the classifier will see them."""
     classes, counts = np.unique(y, return_counts=True)
     return ", ".join(f"{str(c)!r} ({n})" for c, n in zip(classes, counts, strict=True))
+
+
+def _smallest_class(y, folds) -> int:
+    """The fewest images of a class in any training fold."""
+    return min(int(np.unique(y[train], return_counts=True)[1].min()) for train, _ in folds)
 
 
 def _image_files(arguments: list[str]) -> list[str]:
@@ -359,10 +228,53 @@ def _classifier(y=None):
     return CalibratedClassifierCV(svc, cv=min(5, smallest), ensemble=False)
 
 
-def _pipelines(args, y=None) -> dict:
+# --resample: imbalanced-learn's samplers, by option value.
+_SAMPLERS = {
+    "smote": ("imblearn.over_sampling", "SMOTE"),
+    "undersample": ("imblearn.under_sampling", "RandomUnderSampler"),
+    "oversample": ("imblearn.over_sampling", "RandomOverSampler"),
+}
+
+
+def _sampler(args, smallest_class: int | None):
+    """The --resample sampler, seeded by --random-state; None for 'none'.
+
+    ``smallest_class`` is the fewest images of a class in any set the sampler will
+    resample: SMOTE interpolates between a class's nearest neighbours, 5 by default,
+    fewer when a class has too few images to have 5.
+    """
+    resample = getattr(args, "resample", "none")
+    if resample == "none":
+        return None
+    import importlib
+
+    module, name = _SAMPLERS[resample]
+    params = {"random_state": args.random_state}
+    if resample == "smote" and smallest_class is not None:
+        if smallest_class < 2:
+            raise _CLIError(
+                "--resample smote needs two or more images of each class in each training "
+                f"set, and a class has {smallest_class}; use --resample oversample"
+            )
+        params["k_neighbors"] = min(5, smallest_class - 1)
+    return getattr(importlib.import_module(module), name)(**params)
+
+
+def _steps_description(features: str, args) -> str:
+    """``features + StandardScaler [+ sampler] + SVC``, as the pipelines are built."""
+    resample = getattr(args, "resample", "none")
+    sampler = [] if resample == "none" else [_SAMPLERS[resample][1]]
+    return " + ".join([features, "StandardScaler", *sampler, "SVC"])
+
+
+def _pipelines(args, y=None, *, smallest_class: int | None = None) -> dict:
     """The pipelines the commands fit: each featurizer + StandardScaler + SVC.
 
     With the labels ``y``, the SVC also gives class probabilities (see ``_classifier``).
+    With ``--resample``, an imbalanced-learn sampler comes before the SVC, inside an
+    ``imblearn.pipeline.Pipeline``: it resamples the (scaled) features of the images the
+    pipeline is fitted on, never those it predicts. ``smallest_class``: the fewest
+    images of a class in any set the pipelines are fitted on (see ``_sampler``).
     """
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -371,7 +283,12 @@ def _pipelines(args, y=None) -> dict:
 
     def pipeline(cls):
         featurizer = cls(**_featurizer_params(args, cls))
-        return make_pipeline(featurizer, StandardScaler(), _classifier(y))
+        sampler = _sampler(args, smallest_class)
+        if sampler is None:
+            return make_pipeline(featurizer, StandardScaler(), _classifier(y))
+        from imblearn.pipeline import make_pipeline as make_resampling_pipeline
+
+        return make_resampling_pipeline(featurizer, StandardScaler(), sampler, _classifier(y))
 
     return {
         "CAETransferFeaturizer": pipeline(CAETransferFeaturizer),
@@ -437,15 +354,20 @@ def _check_cache_option(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from sklearn.base import clone
     from sklearn.metrics import get_scorer
-    from sklearn.model_selection import StratifiedKFold
 
+    from .datasets import load_dataset
+    from .evaluation import (
+        Progress,
+        cross_validate_methods,
+        fit_and_score,
+        format_table,
+        stratified_folds,
+    )
     from .images import as_image_source
 
-    progress = _Progress(args.quiet)
     _check_cache_option(args)
-    data, labels = load_data(args.data, args.split)
+    data, labels = load_dataset(args.data, args.split)
     X, y = _subsample(data, labels, args.max_images, args.random_state)
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
@@ -460,57 +382,47 @@ def _evaluate(args) -> None:
     with _indices_in(data):
         as_image_source(X)  # headers and pixel checks once, numbered as in DATA
     second = ("roc_auc", "ROC AUC") if len(classes) == 2 else ("f1_macro", "macro F1")
-    scorers = {"bacc": get_scorer("balanced_accuracy"), "second": get_scorer(second[0])}
-    folds = list(
-        StratifiedKFold(args.folds, shuffle=True, random_state=args.random_state).split(X, y)
-    )
+    scoring = {"balanced acc.": get_scorer("balanced_accuracy"), second[1]: get_scorer(second[0])}
+    folds = stratified_folds(y, args.folds, args.random_state)
     print(
         f"{args.data}: {len(y)} images, {len(classes)} classes, {args.folds}-fold CV, "
-        "features + StandardScaler + SVC",
+        f"{_steps_description('features', args)}",
         flush=True,
     )
     print(f"classes: {_class_counts(y)}", flush=True)
-    rows = []
-    for name, pipe in _pipelines(args).items():
-        start, scores = time.perf_counter(), {"bacc": [], "second": []}
-        for k, (train, test) in enumerate(progress.bar(folds, desc=name, unit="fold"), 1):
-            fold_start = time.perf_counter()
-            with _indices_in(data):
-                model = clone(pipe).fit(_take(X, train), y[train])
-                X_test = _take(X, test)
-                for key, scorer in scorers.items():
-                    scores[key].append(scorer(model, X_test, y[test]))
-            progress.line(
-                f"{name}: fold {k}/{len(folds)}: balanced acc. {scores['bacc'][-1]:.3f}, "
-                f"{second[1]} {scores['second'][-1]:.3f} "
-                f"({time.perf_counter() - fold_start:.1f} s)"
-            )
-        seconds = time.perf_counter() - start
-        rows.append((name, np.array(scores["bacc"]), np.array(scores["second"]), seconds))
-    header = f"| {'features':<21} | {'balanced acc.':>13} | {second[1]:>13} | {'seconds':>7} |"
-    print(header)
-    print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
-    for name, bacc, other, seconds in rows:
-        print(
-            f"| {name:<21} | {bacc.mean():.3f} ± {bacc.std():.3f} | "
-            f"{other.mean():.3f} ± {other.std():.3f} | {seconds:7.1f} |"
-        )
+    fit_and_score_fold = fit_and_score(X, y, scoring)
+
+    def score_fold(pipe, train, test):
+        with _indices_in(data):
+            return fit_and_score_fold(pipe, train, test)
+
+    results = cross_validate_methods(
+        _pipelines(args, smallest_class=_smallest_class(y, folds)),
+        folds,
+        score_fold,
+        progress=Progress(args.quiet),
+    )
+    print(format_table(results, first_column="features"))
 
 
 def _fit(args) -> None:
     import joblib
 
-    progress = _Progress(args.quiet)
+    from .datasets import load_dataset
+    from .evaluation import Progress
+
+    progress = Progress(args.quiet)
     _check_cache_option(args)
-    data, labels = load_data(args.data, args.split)
+    data, labels = load_dataset(args.data, args.split)
     X, y = _subsample(data, labels, args.max_images, args.random_state)
     if len(np.unique(y)) < 2:
         raise _CLIError("DATA has a single class; a classifier needs two or more")
     inputs = [args.data, *(X if isinstance(X, list) else [])]
     output = _check_output(args.output, inputs, "model")  # before the long fit
-    pipe = _pipelines(args, y)["CAETransferFeaturizer"]
+    smallest_class = int(np.unique(y, return_counts=True)[1].min())
+    pipe = _pipelines(args, y, smallest_class=smallest_class)["CAETransferFeaturizer"]
     progress.line(
-        f"fitting CAETransferFeaturizer + StandardScaler + SVC on {len(y)} images of "
+        f"fitting {_steps_description('CAETransferFeaturizer', args)} on {len(y)} images of "
         f"classes {_class_counts(y)}"
     )
     start = time.perf_counter()
@@ -563,7 +475,11 @@ def _class_scores(model, X):
     """
     steps = getattr(model, "steps", None)
     if steps and len(steps) > 1:  # a Pipeline: the features once, then the classifier
-        X, model = model[:-1].transform(X), model[-1]
+        for _, step in steps[:-1]:
+            # A sampler (imbalanced-learn, --resample) acts only when fitting.
+            if step != "passthrough" and step is not None and not hasattr(step, "fit_resample"):
+                X = step.transform(X)
+        model = steps[-1][1]
     labels = model.predict(X)
     classes = np.asarray(getattr(model, "classes_", []))
     if hasattr(model, "predict_proba"):
@@ -577,7 +493,9 @@ def _class_scores(model, X):
 
 
 def _predict(args) -> None:
-    progress = _Progress(args.quiet)
+    from .evaluation import Progress
+
+    progress = Progress(args.quiet)
     files = _image_files(args.images)
     output = None
     if args.output is not None:
@@ -632,6 +550,7 @@ def _folds(text: str) -> int:
 
 
 _INTENSITY_NAMES = ("auto", "minmax", "dtype", "dicom_window")
+_SAMPLER_NAMES = tuple(_SAMPLERS)
 
 
 def _intensity(text: str):
@@ -721,6 +640,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="pixel values to [0, 1]: auto, minmax, dtype, dicom_window (each DICOM file's "
         "own window) or a window LOW,HIGH such as a CT window in HU, e.g. "
         "'--intensity -1000,400' (see docs/inputs.md)",
+    )
+    group.add_argument(
+        "--resample",
+        choices=("none", *_SAMPLER_NAMES),
+        default="none",
+        help="balance the classes the SVC is fitted on with imbalanced-learn: SMOTE (up to 5 "
+        "neighbours), random undersampling or random oversampling of the scaled features "
+        "of the training images (default: %(default)s)",
     )
     group.add_argument(
         "--random-state", type=int, default=0, metavar="SEED", help="seed (default: %(default)s)"

@@ -12,20 +12,17 @@ ROC AUC and seconds per method and regime.
 
 from __future__ import annotations
 
-import sys
-import time
-
 import numpy as np
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
-from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 
 from .cae import UNLABELLED
 from .datasets import load_medmnist, stratified_subset
+from .evaluation import cross_validate_methods, format_table, stratified_folds
 from .featurizer import BackboneFeaturizer, CAETransferFeaturizer
 
 __all__ = ["demo_featurizers", "demo_pipelines", "run_demo"]
@@ -62,36 +59,40 @@ def demo_pipelines(random_state: int = 0) -> dict[str, Pipeline]:
     }
 
 
-def _scores(classifier, F_fit, y_fit, F_test, y_test) -> tuple[float, float]:
+def _scores(classifier, F_fit, y_fit, F_test, y_test) -> dict[str, float]:
     classifier.fit(F_fit, y_fit)
     decision = classifier.decision_function(F_test)
-    return (
-        balanced_accuracy_score(y_test, classifier.predict(F_test)),
-        roc_auc_score(y_test, decision),
-    )
+    return {
+        "balanced acc.": balanced_accuracy_score(y_test, classifier.predict(F_test)),
+        "ROC AUC": roc_auc_score(y_test, decision),
+    }
 
 
-def _fold_scores(featurizer, X, y, train, test, regimes, random_state):
-    """Scores of one featurizer on one fold, for each labelling regime.
+def _regime_scorer(X, y, regimes: dict[str, float], random_state: int):
+    """A fold scorer (see :mod:`sklearn_cae.evaluation`) giving scores per regime.
 
     A featurizer that never reads labels is fitted once for all regimes; the
     semi-supervised one once per regime, with ``-1`` for the unlabelled images.
     """
-    semi = getattr(featurizer, "supervision", 0) > 0
-    results, fitted = {}, None
-    for regime, fraction in regimes.items():
-        labelled = stratified_subset(y[train], fraction, random_state)
-        if semi or fitted is None:
-            y_fit = np.full(len(train), UNLABELLED)
-            y_fit[labelled] = y[train][labelled]
-            model = clone(featurizer)
-            F_train = model.fit_transform(X[train], y_fit if semi else None)
-            fitted = (F_train, model.transform(X[test]))
-        F_train, F_test = fitted
-        results[regime] = _scores(
-            _classifier(), F_train[labelled], y[train][labelled], F_test, y[test]
-        )
-    return results
+
+    def score_fold(featurizer, train, test) -> dict[str, dict[str, float]]:
+        semi = getattr(featurizer, "supervision", 0) > 0
+        results, fitted = {}, None
+        for regime, fraction in regimes.items():
+            labelled = stratified_subset(y[train], fraction, random_state)
+            if semi or fitted is None:
+                y_fit = np.full(len(train), UNLABELLED)
+                y_fit[labelled] = y[train][labelled]
+                model = clone(featurizer)
+                F_train = model.fit_transform(X[train], y_fit if semi else None)
+                fitted = (F_train, model.transform(X[test]))
+            F_train, F_test = fitted
+            results[regime] = _scores(
+                _classifier(), F_train[labelled], y[train][labelled], F_test, y[test]
+            )
+        return results
+
+    return score_fold
 
 
 def run_demo(
@@ -119,52 +120,27 @@ def run_demo(
         ``(method, regime, bacc mean, bacc std, auc mean, auc std, seconds)`` per row.
     """
     X, y = load_medmnist(dataset, split="train")
-    cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
-    folds = list(cv.split(X, y))
+    folds = stratified_folds(y, n_splits, random_state)
     regimes = {"all labels": 1.0, f"{label_fraction:.0%} labels": label_fraction}
     print(
         f"{dataset}: {len(X)} training images {X.shape[1:]}, {n_splits}-fold CV, SVC; "
         f"regimes: {', '.join(regimes)} (featurizers fitted on all the fold's images)",
         flush=True,
     )
-    rows = []
-    for name, featurizer in demo_featurizers(random_state).items():
-        per_regime: dict[str, list] = {regime: [] for regime in regimes}
-        start = time.perf_counter()
-        for k, (train, test) in enumerate(folds, 1):
-            fold_start = time.perf_counter()
-            for regime, result in _fold_scores(
-                featurizer, X, y, train, test, regimes, random_state
-            ).items():
-                per_regime[regime].append(result)
-            print(
-                f"  {name}: fold {k}/{n_splits} done in {time.perf_counter() - fold_start:.1f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-        seconds = time.perf_counter() - start
-        for regime, results in per_regime.items():
-            bacc, auc = np.array(results).T
-            rows.append((name, regime, bacc.mean(), bacc.std(), auc.mean(), auc.std(), seconds))
-    rows.sort(key=lambda row: list(regimes).index(row[1]))  # stable: methods keep order
-    _print_table(rows)
-    return rows
-
-
-def _print_table(rows) -> None:
-    width = max(len(row[0]) for row in rows)
-    header = (
-        f"| {'method':<{width}} | {'labels':<11} | {'balanced acc.':>15} | {'ROC AUC':>15} "
-        f"| {'seconds':>7} |"
+    results = cross_validate_methods(
+        demo_featurizers(random_state), folds, _regime_scorer(X, y, regimes, random_state)
     )
-    print(header)
-    print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
-    for name, regime, bacc, bacc_sd, auc, auc_sd, seconds in rows:
-        print(
-            f"| {name:<{width}} | {regime:<11} | {bacc:.3f} ± {bacc_sd:.3f}   "
-            f"| {auc:.3f} ± {auc_sd:.3f}   | {seconds:7.1f} |"
-        )
+    print(format_table(results))
     print(
         "seconds: a method's time over all folds and both regimes (each featurizer is fitted "
         "once per fold; the semi-supervised CAE once per fold and regime)."
     )
+    return [
+        (
+            *(r.method, r.regime),
+            *(r.scores["balanced acc."].mean(), r.scores["balanced acc."].std()),
+            *(r.scores["ROC AUC"].mean(), r.scores["ROC AUC"].std()),
+            r.seconds,
+        )
+        for r in results
+    ]

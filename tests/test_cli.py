@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sklearn_cae.cli import load_data, main
+from sklearn_cae.cli import main
+from sklearn_cae.datasets import load_dataset
 
 # Tiny model settings, so each command runs in seconds on a CPU.
 TINY = ["--image-size", "32", "--max-epochs", "1", "--batch-size", "16"]
@@ -50,6 +51,7 @@ def test_help_lists_every_command(capsys):
             [
                 *("DATA", "--folds", "--max-images", "--image-size", "MedMNIST", ".npz"),
                 *("--intensity", "dicom_window", "--device", "--cache", "--quiet", "--verbose"),
+                *("--resample", "smote", "undersample", "oversample"),
             ],
         ),
         (
@@ -57,6 +59,7 @@ def test_help_lists_every_command(capsys):
             [
                 *("DATA", "--output", "--backbone", "--layer-sizes", "--bottleneck"),
                 *("--intensity", "--device", "--cache", "--quiet", "probabilities"),
+                "--resample",
             ],
         ),
         (
@@ -109,6 +112,9 @@ def test_module_and_console_script_entry_points():
         ["evaluate", "breastmnist", "--intensity", "-1000"],
         ["evaluate", "breastmnist", "-q", "-v"],
         ["predict", "model.joblib", "x.png", "--intensity", "auto"],  # the model's own
+        ["evaluate", "breastmnist", "--resample", "adasyn"],
+        ["fit", "breastmnist", "-o", "m.joblib", "--resample", "SMOTE"],
+        ["predict", "model.joblib", "x.png", "--resample", "smote"],  # the model's own
     ],
 )
 def test_usage_errors_exit_2_with_one_line(capsys, argv):
@@ -186,17 +192,6 @@ def test_bad_featurizer_parameter_is_one_line(capsys, tmp_path):
 
 
 # ------------------------------------------------------------------- commands
-def test_load_data_from_each_source(covid_folder, covid_root, medmnist_root, monkeypatch):
-    monkeypatch.setenv("MEDMNIST_ROOT", str(medmnist_root))
-    paths, names = load_data(str(covid_folder / "train"))
-    assert len(paths) == len(names) > 0 and set(names) == {"Covid", "Normal", "Viral_Pneumonia"}
-    images, names = load_data(str(covid_root / "covid19_xray.npz"))
-    assert images.ndim == 3 and len(images) == len(names)
-    assert set(names) == {"Covid", "Normal", "Viral_Pneumonia"}
-    images, names = load_data("breastmnist", split="val")
-    assert len(images) == len(names) and set(names) == {"malignant", "normal, benign"}
-
-
 def _table_rows(out: str) -> dict[str, list[float]]:
     rows = {}
     for line in out.splitlines():
@@ -289,7 +284,7 @@ def _npz_data(tmp_path, name="data.npz", **arrays):
 def no_fit(monkeypatch):
     """Fail the test if the command gets as far as building (and fitting) a pipeline."""
 
-    def refuse(args):
+    def refuse(*args, **kwargs):
         pytest.fail("the output should have been refused before fitting")
 
     monkeypatch.setattr("sklearn_cae.cli._pipelines", refuse)
@@ -394,16 +389,6 @@ def test_malformed_npz_labels_are_refused(arrays, match, tmp_path, capsys, no_fi
     assert "data.npz" in (err := _one_error_line(capsys)) and re.search(match, err), err
 
 
-def test_npz_labels_that_are_whole_floats_or_a_column_are_accepted(tmp_path):
-    _, y = load_data(str(_npz_data(tmp_path, labels=(np.arange(8) % 2).astype(float))))
-    assert sorted(set(y)) == ["0", "1"]
-    names = np.array(["benign", "malignant"])
-    _, y = load_data(
-        str(_npz_data(tmp_path, "col.npz", labels=(np.arange(8) % 2)[:, None], class_names=names))
-    )
-    assert y.tolist() == ["benign", "malignant"] * 4
-
-
 @pytest.mark.parametrize(
     "content",
     [b"not a zip at all", b"PK\x03\x04 truncated zip"],
@@ -469,7 +454,7 @@ def test_fit_names_images_by_their_index_in_data(tmp_path, capsys):
     from sklearn_cae.cli import _subsample
 
     folder, _ = _class_folder(tmp_path, corrupt=False)  # corrupt one the subset keeps
-    data, labels = load_data(str(folder))
+    data, labels = load_dataset(str(folder))
     subset, _ = _subsample(data, labels, 10, 0)
     index = data.index(subset[-1])
     assert index != len(subset) - 1
@@ -671,3 +656,89 @@ def test_a_class_of_one_image_gives_scores_and_a_warning(tmp_path, capsys):
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
     assert main(["predict", str(model), str(image)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "path,prediction,score_1"
+
+
+# ---------------------------------------------------------- --resample (imblearn)
+def _imbalanced_npz(tmp_path) -> Path:
+    """16 images: 12 of class 'common', 4 of class 'rare' (darker)."""
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (16, 16, 16), dtype=np.uint8)
+    images[12:] //= 3
+    names = np.array(["common", "rare"])
+    return _npz_data(tmp_path, images=images, labels=np.repeat([0, 1], [12, 4]), class_names=names)
+
+
+@pytest.mark.parametrize(
+    ("resample", "sampler", "n_fitted"),
+    [
+        ("none", None, 16),
+        ("undersample", "randomundersampler", 8),
+        ("oversample", "randomoversampler", 24),
+        ("smote", "smote", 24),
+    ],
+)
+def test_fit_resample_balances_what_the_classifier_sees(
+    resample, sampler, n_fitted, tmp_path, capsys
+):
+    import joblib
+
+    model_path = tmp_path / "model.joblib"
+    argv = ["fit", str(_imbalanced_npz(tmp_path)), "-o", str(model_path), "--resample", resample]
+    assert main([*argv, *TINY_CAE]) == 0
+    described = "StandardScaler + SVC" if sampler is None else "StandardScaler + "
+    assert described in capsys.readouterr().err
+    model = joblib.load(model_path)
+    names = list(model.named_steps)
+    if sampler is None:  # the default is the plain scikit-learn pipeline, unchanged
+        assert type(model).__module__.startswith("sklearn.") and len(names) == 3
+    else:
+        assert type(model).__module__.startswith("imblearn.")
+        assert names[2] == sampler and model[2].random_state == 0
+    # The SVC (refitted on all the data after calibration) saw the resampled features:
+    # balanced classes, so class_weight="balanced" gives each class the weight 1.
+    svc = model[-1].calibrated_classifiers_[0].estimator
+    assert svc.shape_fit_[0] == n_fitted
+    if sampler is not None:
+        np.testing.assert_allclose(svc.class_weight_, [1.0, 1.0])
+
+    # The saved model predicts (no resampling at prediction time).
+    from PIL import Image
+
+    images = []
+    for i in range(3):
+        images.append(tmp_path / f"x{i}.png")
+        Image.fromarray(np.full((16, 16), 60 * i, np.uint8)).save(images[-1])
+    assert main(["predict", str(model_path), *map(str, images)]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [row["path"] for row in rows] == [str(p) for p in images]
+    assert {row["prediction"] for row in rows} <= {"common", "rare"}
+    assert list(rows[0]) == ["path", "prediction", "proba_common", "proba_rare"]
+    assert len(model.predict([str(p) for p in images])) == 3
+
+
+def test_evaluate_resample_scores_untouched_test_folds(tmp_path, capsys, monkeypatch):
+    """The sampler resamples each training fold; the held-out fold is scored as it is."""
+    from imblearn.under_sampling import RandomUnderSampler
+
+    resampled_sizes = []
+    fit_resample = RandomUnderSampler.fit_resample
+
+    def recording(self, X, y, **params):
+        resampled_sizes.append(len(y))
+        return fit_resample(self, X, y, **params)
+
+    monkeypatch.setattr(RandomUnderSampler, "fit_resample", recording)
+    argv = ["evaluate", str(_imbalanced_npz(tmp_path)), "--folds", "2", "--resample"]
+    assert main([*argv, "undersample", *TINY_CAE]) == 0
+    out = capsys.readouterr().out
+    assert "features + StandardScaler + RandomUnderSampler + SVC" in out
+    assert len(_table_rows(out)) == 2
+    # Two methods x two folds, each fit on a training fold of 6 + 2 images.
+    assert resampled_sizes == [8, 8, 8, 8]
+
+
+def test_smote_needs_two_images_of_each_class(tmp_path, capsys):
+    data = _npz_data(tmp_path, labels=np.array([0] * 7 + [1]))
+    argv = ["fit", str(data), "-o", str(tmp_path / "m.joblib"), "--resample", "smote"]
+    assert main([*argv, *TINY_CAE]) == 1
+    assert "--resample oversample" in _one_error_line(capsys)

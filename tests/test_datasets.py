@@ -1,4 +1,4 @@
-"""Loaders: ImageFolder trees (the COVID-19 X-ray copy) and MedMNIST through medmnist."""
+"""Loaders: ImageFolder trees, .npz files and MedMNIST, one by one and through load_dataset."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import pytest
 from PIL import Image
 
 from sklearn_cae import BackboneFeaturizer
-from sklearn_cae.datasets import load_image_folder, load_medmnist
+from sklearn_cae.datasets import (
+    DatasetError,
+    load_dataset,
+    load_image_folder,
+    load_medmnist,
+    stratified_subset,
+    take_rows,
+)
 
 from .helpers import FAST
 
@@ -129,8 +136,6 @@ def test_load_medmnist_bad_arguments(kwargs, match):
 
 
 def test_stratified_subset_keeps_each_class_and_is_reproducible():
-    from sklearn_cae.datasets import stratified_subset
-
     y = np.array([0] * 90 + [1] * 10 + [2] * 3)
     index = stratified_subset(y, 0.1, random_state=0)
     assert np.bincount(y[index]).tolist() == [9, 2, 2]  # at least 2 per class
@@ -138,3 +143,107 @@ def test_stratified_subset_keeps_each_class_and_is_reproducible():
     np.testing.assert_array_equal(index, stratified_subset(y, 0.1, random_state=0))
     assert not np.array_equal(index, stratified_subset(y, 0.1, random_state=1))
     np.testing.assert_array_equal(stratified_subset(y, 1.0), np.arange(len(y)))
+
+
+# ------------------------------------------------------------------ load_dataset
+def test_load_dataset_from_each_source(covid_root, medmnist_root, monkeypatch):
+    paths, names = load_dataset(covid_root / "images" / "train")
+    assert isinstance(paths, list) and len(paths) == len(names) == 251
+    assert set(names) == {"Covid", "Normal", "Viral_Pneumonia"}
+    assert all(Path(p).parent.name == name for p, name in zip(paths, names, strict=True))
+
+    images, names = load_dataset(str(covid_root / "covid19_xray.npz"))
+    assert images.ndim == 3 and len(images) == len(names)
+    assert set(names) == {"Covid", "Normal", "Viral_Pneumonia"}
+
+    monkeypatch.setenv("MEDMNIST_ROOT", str(medmnist_root))
+    images, names = load_dataset("breastmnist", split="val")
+    assert images.shape == (78, 28, 28) and len(names) == 78
+    assert set(names) == {"malignant", "normal, benign"}
+    _, labels = load_medmnist("breastmnist", split="val")
+    assert (names == "malignant").sum() == (labels == 0).sum()
+
+
+def _npz(tmp_path, name="data.npz", **arrays) -> Path:
+    defaults = {"images": np.zeros((8, 4, 4), np.uint8), "labels": np.arange(8) % 2}
+    np.savez(tmp_path / name, **{**defaults, **arrays})
+    return tmp_path / name
+
+
+def test_load_dataset_npz_labels_that_are_whole_floats_or_a_column(tmp_path):
+    _, y = load_dataset(_npz(tmp_path, labels=(np.arange(8) % 2).astype(float)))
+    assert y.tolist() == ["0", "1"] * 4
+    names = np.array(["benign", "malignant"])
+    _, y = load_dataset(
+        _npz(tmp_path, "col.npz", labels=(np.arange(8) % 2)[:, None], class_names=names)
+    )
+    assert y.tolist() == ["benign", "malignant"] * 4
+    _, y = load_dataset(_npz(tmp_path, "names.npz", labels=np.array(list("abababab"))))
+    assert y.tolist() == list("abababab")
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda tmp: "", "DATA is an empty string"),
+        (lambda tmp: str(tmp / "missing.npz"), "no such file"),
+        (lambda tmp: str(tmp / "nowhere" / "x"), "is not a folder of class sub-folders"),
+        (
+            lambda tmp: _npz(tmp, labels=np.arange(8) % 3, class_names=["a", "b"]),
+            "label 2 of image 2",
+        ),
+        (lambda tmp: _npz(tmp, labels=np.zeros((8, 2))), "1-D with one label per image"),
+        (lambda tmp: _npz(tmp, class_names=["a", "a"]), "distinct names"),
+        (lambda tmp: _npz(tmp, images=np.uint8(3)), "scalar"),
+    ],
+    ids=["empty", "missing npz", "not data", "beyond class_names", "2-D", "duplicates", "scalar"],
+)
+def test_load_dataset_errors_say_what_is_wrong(make, match, tmp_path):
+    with pytest.raises(DatasetError, match=match) as info:
+        load_dataset(make(tmp_path))
+    assert isinstance(info.value, ValueError)  # callers catching ValueError still work
+
+
+def test_load_dataset_unreadable_npz_and_missing_arrays(tmp_path):
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(DatasetError, match=r"cannot read .*broken\.npz as an \.npz file"):
+        load_dataset(tmp_path / "broken.npz")
+    np.savez(tmp_path / "pixels.npz", pixels=np.zeros((4, 8, 8), np.uint8))
+    with pytest.raises(DatasetError, match=r"lacks the array\(s\) \['images', 'labels'\]"):
+        load_dataset(tmp_path / "pixels.npz")
+    (tmp_path / "empty_classes" / "a").mkdir(parents=True)
+    (tmp_path / "empty_classes" / "a" / "notes.txt").write_text("no image")
+    with pytest.raises(FileNotFoundError, match="Found no valid file"):
+        load_dataset(tmp_path / "empty_classes")
+
+
+def test_load_dataset_unknown_medmnist_name(medmnist_root, monkeypatch):
+    monkeypatch.setenv("MEDMNIST_ROOT", str(medmnist_root))
+    with pytest.raises(ValueError, match="Unknown MedMNIST data set 'nosuchmnist'"):
+        load_dataset("nosuchmnist")
+
+
+# ----------------------------------------------------- declarative validation
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: load_medmnist(28), "'name' parameter of load_medmnist"),
+        (lambda: load_medmnist("breastmnist", size="28"), "'size' parameter"),
+        (lambda: load_medmnist("breastmnist", root=3), "'root' parameter"),
+        (lambda: load_image_folder(None), "'path' parameter of load_image_folder"),
+        (lambda: load_dataset(["a", "b"]), "'path_or_name' parameter of load_dataset"),
+        (lambda: load_dataset("breastmnist", split="holdout"), "'split' parameter"),
+        (lambda: stratified_subset([0, 1], 0), "'fraction' parameter"),
+        (lambda: stratified_subset([0, 1], 0.5, random_state=-1), "'random_state' parameter"),
+    ],
+)
+def test_public_loaders_validate_their_parameters(call, match):
+    from sklearn_cae._param_validation import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=match):
+        call()
+
+
+def test_take_rows_keeps_the_kind_of_collection():
+    assert take_rows(["a", "b", "c"], np.array([2, 0])) == ["c", "a"]
+    np.testing.assert_array_equal(take_rows(np.arange(6).reshape(3, 2), [1]), [[2, 3]])
