@@ -22,6 +22,7 @@ from sklearn_cae.cache import (
     image_digests,
     model_digest,
 )
+from sklearn_cae.cae import fit_autoencoder
 
 from .helpers import FAST, FAST_CAE
 
@@ -281,13 +282,22 @@ def test_concurrent_writers_never_expose_partial_entries(tmp_path):
     assert not list((tmp_path / "sklearn_cae_features").rglob("*.tmp"))
 
 
-def test_training_maps_are_memory_mapped(images, tmp_path):
-    maps = CAETransferFeaturizer(cache=tmp_path, **FAST_CAE)._fit(images, None)
-    assert all(isinstance(m, np.memmap) for m in maps)
+def test_training_maps_are_memory_mapped(images, tmp_path, monkeypatch):
+    import sklearn_cae.featurizer as featurizer
+
+    trained_on = []
+
+    def spy(views, **kwargs):
+        trained_on.append(views.views[0])
+        return fit_autoencoder(views, **kwargs)
+
+    monkeypatch.setattr(featurizer, "fit_autoencoder", spy)
+    CAETransferFeaturizer(cache=tmp_path, **FAST_CAE).fit(images)
+    assert len(trained_on) == 1 and isinstance(trained_on[0], np.memmap)
     # The backing file is anonymous: nothing is left in the cache folder.
     assert not any((tmp_path / "sklearn_cae_features" / "tmp").iterdir())
-    maps = CAETransferFeaturizer(**FAST_CAE)._fit(images, None)
-    assert not any(isinstance(m, np.memmap) for m in maps)
+    CAETransferFeaturizer(**FAST_CAE).fit(images)
+    assert len(trained_on) == 2 and not isinstance(trained_on[1], np.memmap)
 
 
 def test_grid_search_in_parallel_shares_the_cache(images, tmp_path):

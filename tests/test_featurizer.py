@@ -300,3 +300,15 @@ def test_cae_is_a_list_also_in_models_pickled_with_a_bare_net(fitted, images):
     restored.__setstate__(state)
     assert isinstance(restored.cae_, list) and len(restored.cae_) == 1
     np.testing.assert_array_equal(restored.transform(images), fitted.transform(images))
+
+
+@pytest.mark.parametrize(
+    "featurizer",
+    [BackboneFeaturizer(**FAST), CAETransferFeaturizer(**FAST_CAE)],
+    ids=["BackboneFeaturizer", "CAETransferFeaturizer"],
+)
+def test_every_parameter_is_declared_and_checked(featurizer):
+    """scikit-learn's own check: each parameter has a constraint that fit enforces."""
+    from sklearn.utils.estimator_checks import check_param_validation
+
+    check_param_validation(type(featurizer).__name__, featurizer)
