@@ -138,7 +138,7 @@ def throughput(size: int, n: int, cae_n: int, repeats: int, out, cache_root: Pat
     )
     cae.fit(X[:cae_n])  # cold cache: computes and stores the maps
     cae.fit(X[:cae_n])  # warm cache: the CAE training alone
-    epoch_s = float(np.mean(cae.cae_.history[:, "dur"]))
+    epoch_s = float(np.mean(cae.cae_[0].history[:, "dur"]))
     cae.set_params(cache=None)  # transform below computes every map
     batches = [
         preprocess_batch(
