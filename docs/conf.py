@@ -1,4 +1,9 @@
-"""Sphinx configuration: numpydoc API reference, an offline sphinx-gallery, MyST pages."""
+"""Sphinx configuration: numpydoc API reference, an offline sphinx-gallery, MyST pages.
+
+The command-line reference (cli.rst) is rendered by sphinx-argparse from
+:func:`sklearn_cae.cli.build_parser`; the front page's method diagram is redrawn by
+``method_diagram.py`` when a build starts.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ extensions = [
     "numpydoc",
     "myst_parser",
     "sphinx_gallery.gen_gallery",
+    "sphinxarg.ext",  # the command-line reference in cli.rst, from the argparse parser
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
@@ -81,31 +87,15 @@ html_sidebars = {"index": [], "getting_started": []}
 html_show_sourcelink = False
 
 
-def _write_cli_help() -> None:
-    """Write each command's --help to generated/cli/, so the docs never drift from it."""
-    import argparse
-
-    from sklearn_cae.cli import build_parser
-
-    folder = Path(__file__).parent / "generated" / "cli"
-    folder.mkdir(parents=True, exist_ok=True)
-    os.environ["COLUMNS"] = "76"  # argparse wraps help text to the terminal width
-    parser = build_parser()
-    (folder / "sklearn-cae.txt").write_text(parser.format_help())
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name, subparser in subparsers.choices.items():
-        (folder / f"{name}.txt").write_text(subparser.format_help())
-
-
-_write_cli_help()
-
-
-def _write_method_diagram() -> None:
+def _write_method_diagram(app) -> None:
     """Redraw the front page's method diagram from the code's current defaults."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _method_diagram import write
+    from method_diagram import write
 
     write()
 
 
-_write_method_diagram()
+def setup(app) -> None:
+    # docs/ is importable for method_diagram.py; the diagram is drawn when a build
+    # starts (not when this file is imported), before any page is read.
+    sys.path.insert(0, str(Path(__file__).parent))
+    app.connect("builder-inited", _write_method_diagram)

@@ -2,7 +2,7 @@
 
 Every result computed on the cluster is compared with the same computation in this
 process. One cluster serves the whole module, because starting worker processes and
-loading torch in them is the expensive part.
+loading torch in them is the expensive part; the tests on it are marked slow.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ def test_import_sklearn_cae_does_not_import_dask():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow  # starts the module's LocalCluster (about 25 s)
 def test_grid_search_on_cluster_matches_single_process(client, pipe, small_breast):
     X, y = small_breast
     grid = {"feat__bottleneck": [4, 8], "feat__pooling": ["avg", "max"]}
@@ -104,6 +105,7 @@ def test_grid_search_on_cluster_matches_single_process(client, pipe, small_breas
         assert_array_equal(distributed.cv_results_[key], local.cv_results_[key])
 
 
+@pytest.mark.slow
 def test_cross_validate_estimators_come_back_intact(client, pipe, small_breast):
     X, y = small_breast
     cv = StratifiedKFold(2, shuffle=True, random_state=0)
@@ -118,6 +120,7 @@ def test_cross_validate_estimators_come_back_intact(client, pipe, small_breast):
         assert_array_equal(est_remote.predict(X), est_local.predict(X))
 
 
+@pytest.mark.slow
 def test_featurize_dask_array_matches_transform(client, fitted, small_breast):
     X, _ = small_breast
     features = featurize(fitted, da.from_array(X, chunks=20), chunk_size=16)
@@ -137,6 +140,7 @@ class _CountingFeaturizer(CAETransferFeaturizer):
         super().__setstate__(state)
 
 
+@pytest.mark.slow
 def test_featurize_sends_the_featurizer_once(client, fitted, small_breast, tmp_path):
     X, _ = small_breast
     log = tmp_path / "unpickle.log"
@@ -179,6 +183,7 @@ def image_files(small_breast, tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 def test_featurize_image_files(client, fitted, image_files):
     features = featurize(fitted, image_files, chunk_size=10, client=client)
     assert features.chunks == ((10, 10), (fitted.transform(image_files[:1]).shape[1],))
@@ -186,6 +191,7 @@ def test_featurize_image_files(client, fitted, image_files):
     assert_array_equal(features.compute(), np.concatenate(expected))
 
 
+@pytest.mark.slow
 def test_plugin_lets_workers_decode_files(client, fitted, image_files):
     # 20 files in batches of 16: two batches would start DataLoader worker processes,
     # which Dask's daemonic worker processes may not have; the plugin turns them off.
@@ -201,6 +207,10 @@ def test_featurize_checks_its_input(fitted):
         featurize(fitted, "images/a.png")
     with pytest.raises(ValueError, match="images"):
         featurize(fitted, np.zeros(4, np.uint8))
+    with pytest.raises(ValueError, match="chunk_size"):
+        featurize(fitted, np.zeros((4, 28, 28), np.uint8), chunk_size=True)
+    with pytest.raises(TypeError, match="'featurizer' parameter of featurize"):
+        featurize(np.zeros((4, 28, 28), np.uint8), np.zeros((4, 28, 28), np.uint8))
 
 
 def test_featurize_needs_a_fitted_featurizer():

@@ -12,7 +12,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 @pytest.fixture(scope="module")
 def diagram():
-    spec = importlib.util.spec_from_file_location("_method_diagram", DOCS / "_method_diagram.py")
+    spec = importlib.util.spec_from_file_location("method_diagram", DOCS / "method_diagram.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
