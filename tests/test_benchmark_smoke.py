@@ -330,3 +330,16 @@ def test_quick_training_signals_on_test_split(medmnist_root, tmp_path, monkeypat
     rows = json.loads((tmp_path / "t.json").read_text())
     assert [len(r["folds"]) for r in rows] == [1, 1]  # one split: train -> test
     assert "test splits" in (tmp_path / "t.md").read_text()
+
+
+# ------------------------------------------------------------------ gpu_check.py
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_the_cpu(tmp_path):
+    """The CUDA check's code path, run on the CPU so that a GPU session finds it working."""
+    gpu_check = load_benchmark("gpu_check")
+    out = tmp_path / "gpu_check.md"
+    small = ["--n", "8", "--n-agree", "8", "--size", "32", "--batch-size", "8", "--repeats", "1"]
+    assert gpu_check.main(["--device", "cpu", *small, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Agreement within tolerance: yes" in text
+    assert "CAE transform" in text and "BackboneFeaturizer.transform" in text
