@@ -99,9 +99,11 @@ def reconstruct_feature_maps(featurizer, X, layer: str | int = 0) -> tuple[np.nd
     Returns
     -------
     maps : ndarray of shape (n_images, channels, height, width)
-        The standardised feature maps the auto-encoder was trained on.
+        The standardised feature maps the auto-encoder was trained on, as
+        :meth:`CAETransferFeaturizer.backbone_maps` gives them.
     reconstructions : ndarray of the same shape
-        The auto-encoder's output for ``maps``.
+        The auto-encoder's output for ``maps``
+        (:meth:`CAETransferFeaturizer.reconstruct`).
     """
     featurizer, X = _find_featurizer(featurizer, X)
     index = _layer_index(featurizer, layer)
