@@ -100,10 +100,10 @@ def reconstruct_feature_maps(featurizer, X, layer: str | int = 0) -> tuple[np.nd
     -------
     maps : ndarray of shape (n_images, channels, height, width)
         The standardised feature maps the auto-encoder was trained on, as
-        :meth:`CAETransferFeaturizer.backbone_maps` gives them.
+        :meth:`~sklearn_cae.CAETransferFeaturizer.backbone_maps` gives them.
     reconstructions : ndarray of the same shape
         The auto-encoder's output for ``maps``
-        (:meth:`CAETransferFeaturizer.reconstruct`).
+        (:meth:`~sklearn_cae.CAETransferFeaturizer.reconstruct`).
     """
     featurizer, X = _find_featurizer(featurizer, X)
     index = _layer_index(featurizer, layer)
