@@ -44,7 +44,18 @@ def test_run_demo_prints_progress_and_an_honest_table(monkeypatch, capsys, small
     for row in rows:
         assert 0 <= row[2] <= 1 and 0 <= row[4] <= 1
     assert err.count("fold 1/2") == 2 and err.count("fold 2/2") == 2
+    # One progress line per method and fold, with the scores of both regimes.
+    assert any(
+        line.startswith("semi: fold 2/2: all labels: balanced acc. ") and "; 20% labels: " in line
+        for line in err.splitlines()
+    )
     assert "| semi" in out and "20% labels" in out
+    # The table: a column per regime's labels, one row per method and regime.
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert [cell.strip() for cell in table[0].split("|")[1:-1]] == [
+        *("method", "labels", "balanced acc.", "ROC AUC", "seconds")
+    ]
+    assert len(table) == 2 + len(rows)
     # The semi-supervised featurizer saw every training image of the fold, labelled in
     # the first regime and mostly unlabelled (-1) in the second; never a held-out label.
     assert len(fitted_with) == 4
