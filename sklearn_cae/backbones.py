@@ -621,7 +621,10 @@ class _TimmSource:
 
 def _hub_config(repo: str, weights) -> tuple[dict, str, dict] | None:
     """(pretrained_cfg, architecture, model_args) of an hf-hub repo, found offline if possible."""
-    from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
+    from timm.models import load_model_config_from_hf
+
+    # Not re-exported by timm.models, unlike load_model_config_from_hf.
+    from timm.models._hub import load_model_config_from_path
 
     candidates = []
     if isinstance(weights, str | os.PathLike) and Path(weights).is_file():
