@@ -343,3 +343,15 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     text = out.read_text()
     assert "Agreement within tolerance: yes" in text
     assert "CAE transform" in text and "BackboneFeaturizer.transform" in text
+
+
+# ---------------------------------------------------------------- fingerprint.py
+def test_fingerprint_digest_tells_arrays_apart():
+    digest = load_benchmark("fingerprint").digest
+    features = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert digest(features) == digest(features.copy())
+    assert digest(features) != digest(features.reshape(4, 3))  # same bytes, other shape
+    assert digest(features) != digest(features.astype(np.float64))
+    changed = features.copy()
+    changed[2, 3] = np.nextafter(changed[2, 3], np.float32(np.inf))  # one bit
+    assert digest(features) != digest(changed)
