@@ -549,7 +549,10 @@ def _folds(text: str) -> int:
     return value
 
 
+# images.INTENSITY_POLICIES and datasets.MEDMNIST_SPLITS, spelled out so that --help does
+# not import torch (tests/test_cli.py keeps them equal).
 _INTENSITY_NAMES = ("auto", "minmax", "dtype", "dicom_window")
+_SPLIT_NAMES = ("train", "val", "test")
 _SAMPLER_NAMES = tuple(_SAMPLERS)
 
 
@@ -602,7 +605,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--split",
-        choices=("train", "val", "test"),
+        choices=_SPLIT_NAMES,
         default="train",
         help="MedMNIST split to use (default: %(default)s)",
     )

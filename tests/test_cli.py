@@ -742,3 +742,13 @@ def test_smote_needs_two_images_of_each_class(tmp_path, capsys):
     argv = ["fit", str(data), "-o", str(tmp_path / "m.joblib"), "--resample", "smote"]
     assert main([*argv, *TINY_CAE]) == 1
     assert "--resample oversample" in _one_error_line(capsys)
+
+
+def test_option_choices_match_the_package():
+    """The CLI spells these out (so that --help imports no torch); they must not drift."""
+    from sklearn_cae import cli
+    from sklearn_cae.datasets import MEDMNIST_SPLITS
+    from sklearn_cae.images import INTENSITY_POLICIES
+
+    assert cli._INTENSITY_NAMES == INTENSITY_POLICIES
+    assert cli._SPLIT_NAMES == MEDMNIST_SPLITS
