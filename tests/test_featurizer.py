@@ -312,3 +312,16 @@ def test_every_parameter_is_declared_and_checked(featurizer):
     from sklearn.utils.estimator_checks import check_param_validation
 
     check_param_validation(type(featurizer).__name__, featurizer)
+
+
+@pytest.mark.parametrize("cls", [BackboneFeaturizer, CAETransferFeaturizer])
+def test_docstring_documents_every_parameter_in_order(cls):
+    """The shared entries filled in from one source land where the signature has them."""
+    import inspect
+    import re
+
+    doc = cls.__doc__
+    section = doc[doc.index("Parameters\n") : doc.index("Attributes\n")]
+    documented = re.findall(r"^    (\w+) : ", section, flags=re.MULTILINE)
+    assert documented == list(inspect.signature(cls).parameters)
+    assert "{" + "backbone}" not in doc and "{{" not in doc  # every field was filled in
