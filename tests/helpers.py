@@ -18,3 +18,44 @@ FAST_CAE = {
     "include_backbone": False,
     "random_state": 0,
 }
+
+# Secondary Capture Image Storage: the SOP class of files made by software.
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def write_dicom(path, pixel_data: bytes, *, sop_class: str = SECONDARY_CAPTURE, **attributes):
+    """Write a small DICOM file and return its path as a str.
+
+    A 4 x 4 unsigned 16-bit ``MONOCHROME2`` image unless ``attributes`` (DICOM keywords,
+    e.g. ``Rows=8, RescaleSlope=0.5``) say otherwise; ``pixel_data`` is written as is,
+    so it may disagree with the header on purpose.
+    """
+    import pytest
+
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    header = {
+        "SOPClassUID": sop_class,
+        "SOPInstanceUID": meta.MediaStorageSOPInstanceUID,
+        "Rows": 4,
+        "Columns": 4,
+        "SamplesPerPixel": 1,
+        "PhotometricInterpretation": "MONOCHROME2",
+        "BitsAllocated": 16,
+        "BitsStored": 16,
+        "HighBit": 15,
+        "PixelRepresentation": 0,
+    }
+    for keyword, value in {**header, **attributes}.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = pixel_data
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return str(path)

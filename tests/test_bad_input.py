@@ -22,7 +22,7 @@ from skorch.callbacks import Callback
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
 from sklearn_cae.images import as_image_source
 
-from .helpers import FAST, FAST_CAE
+from .helpers import FAST, FAST_CAE, write_dicom
 
 FEAT = {**FAST, "layer": "blocks.1"}
 RNG = np.random.default_rng(0)
@@ -302,24 +302,14 @@ def test_float_outside_unit_range_with_dtype_policy(fitted):
 
 
 def test_multi_frame_dicom(tmp_path):
-    pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.SamplesPerPixel = 4, 4, 3, 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = np.zeros((3, 4, 4), np.uint16).tobytes()
-    path = tmp_path / "volume.dcm"
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    path = write_dicom(
+        tmp_path / "volume.dcm",
+        np.zeros((3, 4, 4), np.uint16).tobytes(),
+        sop_class="1.2.840.10008.5.1.4.1.1.2",
+        NumberOfFrames=3,
+    )
     with pytest.raises(ValueError, match=r"volume\.dcm.*multi-frame.*3 frames"):
-        as_image_source([str(path)])
+        as_image_source([path])
 
 
 # ---------------------------------------------------------------------- CAE failures

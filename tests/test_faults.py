@@ -25,7 +25,7 @@ from skorch.callbacks import Callback
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer, cli
 from sklearn_cae.images import as_image_source, check_intensity, read_image
 
-from .helpers import FAST, FAST_CAE
+from .helpers import FAST, FAST_CAE, write_dicom
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file semantics")
 
@@ -134,34 +134,13 @@ def test_hostile_dicom_headers_are_read_with_a_bound(make, tmp_path, monkeypatch
 
 
 def test_dicom_with_junk_after_its_pixels_is_decoded_with_a_bound(tmp_path, monkeypatch):
-    path = Path(_dicom(tmp_path / "junk.dcm", np.zeros((4, 4), np.uint16).tobytes()))
+    path = Path(write_dicom(tmp_path / "junk.dcm", np.zeros((4, 4), np.uint16).tobytes()))
     with open(path, "ab") as file:
         file.truncate(path.stat().st_size + (16 << 20))  # 16 MiB of zero "elements"
     counter = _ReadCounter(monkeypatch)
     with pytest.raises(ValueError):
         read_image(path)
     assert counter.total < 6 << 20
-
-
-def _dicom(path, pixel_bytes, **attributes):
-    pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = 4, 4, 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    for name, value in attributes.items():
-        setattr(ds, name, value)
-    ds.PixelData = pixel_bytes
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
-    return str(path)
 
 
 def _good_png(tmp_path, name="good.png"):
@@ -184,7 +163,7 @@ def _decode_all(paths, num_workers=0):
     ids=["pixel data too short", "more frames than declared"],
 )
 def test_dicom_decoding_errors_name_the_file_and_index(pixels, match, tmp_path):
-    bad = _dicom(tmp_path / "bad.dcm", pixels)
+    bad = write_dicom(tmp_path / "bad.dcm", pixels)
     paths = [_good_png(tmp_path), _good_png(tmp_path, "second.png"), bad]
     with pytest.raises(ValueError, match=rf"image 2 \('.*bad\.dcm'\).*{match}") as excinfo:
         _decode_all(paths)
@@ -192,7 +171,7 @@ def test_dicom_decoding_errors_name_the_file_and_index(pixels, match, tmp_path):
 
 
 def test_decoding_errors_from_worker_processes_name_the_file(tmp_path):
-    bad = _dicom(tmp_path / "short.dcm", np.zeros((2, 4), np.uint16).tobytes())
+    bad = write_dicom(tmp_path / "short.dcm", np.zeros((2, 4), np.uint16).tobytes())
     with pytest.raises(ValueError, match=r"image 1 \('.*short\.dcm'\).*less than expected"):
         _decode_all([_good_png(tmp_path), bad], num_workers=1)
 
@@ -228,7 +207,7 @@ def test_file_changed_after_its_header_was_read(change, error, match, tmp_path):
 
 
 def test_featurizer_reports_the_file_that_fails_to_decode(tmp_path):
-    bad = _dicom(tmp_path / "short.dcm", np.zeros((2, 4), np.uint16).tobytes())
+    bad = write_dicom(tmp_path / "short.dcm", np.zeros((2, 4), np.uint16).tobytes())
     paths = [_good_png(tmp_path), bad]
     feat = CAETransferFeaturizer(**FAST_CAE, layer="blocks.1")
     with pytest.raises(ValueError, match=r"image 1 \('.*short\.dcm'\)"):

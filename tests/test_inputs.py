@@ -14,7 +14,7 @@ from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
 from sklearn_cae import images as images_module
 from sklearn_cae.images import as_image_source, check_image_size, read_image
 
-from .helpers import FAST, FAST_CAE
+from .helpers import FAST, FAST_CAE, write_dicom
 
 FEAT = {**FAST, "layer": "blocks.1"}  # a shallow tap keeps every call cheap
 
@@ -193,28 +193,23 @@ def test_sixteen_bit_files_keep_their_values(suffix, tmp_path):
     np.testing.assert_allclose(feat.transform(paths), feat.transform(wide), atol=1e-5)
 
 
-def _write_dicom(path: Path, stored: np.ndarray, *, slope=1.0, intercept=-1024.0, mono="2"):
-    pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = f"MONOCHROME{mono}"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-    ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    ds.PixelData = stored.tobytes()
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
-    return str(path)
+def _write_dicom(
+    path: Path, stored: np.ndarray, *, slope=1.0, intercept=-1024.0, mono="2", **attributes
+):
+    """A CT slice holding ``stored``, with its rescale and photometric interpretation."""
+    return write_dicom(
+        path,
+        stored.tobytes(),
+        sop_class="1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
+        Modality="CT",
+        Rows=stored.shape[0],
+        Columns=stored.shape[1],
+        PhotometricInterpretation=f"MONOCHROME{mono}",
+        PixelRepresentation=1 if stored.dtype == np.int16 else 0,
+        RescaleSlope=slope,
+        RescaleIntercept=intercept,
+        **attributes,
+    )
 
 
 def test_dicom_applies_rescale_slope_and_intercept(tmp_path):
@@ -397,29 +392,25 @@ def test_grey_palette_images_are_grey(tmp_path):
 
 
 def test_palette_colour_dicom_goes_through_its_lookup_table(tmp_path):
-    pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
     rng = np.random.default_rng(8)
     indices = rng.integers(0, 4, size=(5, 6)).astype(np.uint8)
     lut = rng.integers(0, 65536, size=(3, 4)).astype(np.uint16)  # red, green, blue
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.Rows, ds.Columns, ds.SamplesPerPixel = 5, 6, 1
-    ds.PhotometricInterpretation = "PALETTE COLOR"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    palette = {}
     for colour, table in zip(("Red", "Green", "Blue"), lut, strict=True):
-        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [4, 0, 16])
-        setattr(ds, f"{colour}PaletteColorLookupTableData", table.tobytes())
-    ds.PixelData = indices.tobytes()
-    path = tmp_path / "palette.dcm"
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
-    assert as_image_source([str(path)]).n_channels == 3
+        palette[f"{colour}PaletteColorLookupTableDescriptor"] = [4, 0, 16]
+        palette[f"{colour}PaletteColorLookupTableData"] = table.tobytes()
+    path = write_dicom(
+        tmp_path / "palette.dcm",
+        indices.tobytes(),
+        Rows=5,
+        Columns=6,
+        PhotometricInterpretation="PALETTE COLOR",
+        BitsAllocated=8,
+        BitsStored=8,
+        HighBit=7,
+        **palette,
+    )
+    assert as_image_source([path]).n_channels == 3
     np.testing.assert_array_equal(read_image(path), lut.T[indices])
 
 
@@ -516,15 +507,10 @@ def test_strict_channels_refuse_a_mix_and_another_channel_count(tmp_path, gray, 
 
 # ---------------------------------------------------------------- DICOM's own window
 def _windowed_dicom(path: Path, stored, *, center, width, mono="2", function=None):
-    import pydicom
-
-    _write_dicom(path, stored, mono=mono)
-    ds = pydicom.dcmread(path)
-    ds.WindowCenter, ds.WindowWidth = center, width
-    if function:
-        ds.VOILUTFunction = function
-    ds.save_as(path)
-    return str(path)
+    voi_function = {"VOILUTFunction": function} if function else {}
+    return _write_dicom(
+        path, stored, mono=mono, WindowCenter=center, WindowWidth=width, **voi_function
+    )
 
 
 def test_dicom_window_applies_the_files_own_window(tmp_path):
