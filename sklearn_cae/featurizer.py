@@ -915,32 +915,43 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
             return super().backbone_maps(X)
         return _as_numpy(list(self._iter_standardized_maps(X)))
 
-    def reconstruct(self, X) -> list[np.ndarray]:
+    def reconstruct(
+        self, X, *, return_maps: bool = False
+    ) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
         """The auto-encoders' reconstructions of the standardised maps of ``X``.
 
-        Compare them with ``backbone_maps(X)`` to see what the code keeps (see
+        Compare them with the maps to see what the code keeps (see
         :func:`sklearn_cae.plotting.plot_reconstructions`).
 
         Parameters
         ----------
         X : array-like of images
             As for :meth:`transform`. All maps are held in memory: pass a few images.
+        return_maps : bool, default=False
+            Also return the maps reconstructed, as ``backbone_maps(X)`` gives them,
+            from the same backbone pass.
 
         Returns
         -------
-        list of ndarray of shape (n_samples, channels, height, width), float32
-            One array per tapped layer (``layers_``).
+        reconstructions : list of ndarray of shape (n_samples, channels, height, width)
+            One float32 array per tapped layer (``layers_``).
+        maps : list of ndarray of the same shapes
+            Only with ``return_maps=True``, first: ``(maps, reconstructions)``.
         """
-        batches = []
+        maps, reconstructions = [], []
         with torch.inference_mode():
-            for maps in self._iter_standardized_maps(X):
-                batches.append(
+            for batch in self._iter_standardized_maps(X):
+                if return_maps:
+                    maps.append(batch)
+                reconstructions.append(
                     [
                         net.module_.to(layer_maps.device).eval()(layer_maps)[0]
-                        for net, layer_maps in zip(self.cae_, maps, strict=True)
+                        for net, layer_maps in zip(self.cae_, batch, strict=True)
                     ]
                 )
-        return _as_numpy(batches)
+        if return_maps:
+            return _as_numpy(maps), _as_numpy(reconstructions)
+        return _as_numpy(reconstructions)
 
     def __setstate__(self, state):
         # Before 0.2, a single tapped layer's net was stored bare, not in a list.

@@ -107,7 +107,8 @@ def reconstruct_feature_maps(featurizer, X, layer: str | int = 0) -> tuple[np.nd
     """
     featurizer, X = _find_featurizer(featurizer, X)
     index = _layer_index(featurizer, layer)
-    return featurizer.backbone_maps(X)[index], featurizer.reconstruct(X)[index]
+    maps, reconstructions = featurizer.reconstruct(X, return_maps=True)
+    return maps[index], reconstructions[index]
 
 
 def _for_display(X) -> list[np.ndarray]:

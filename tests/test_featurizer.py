@@ -282,6 +282,10 @@ def test_reconstruct_is_the_autoencoder_output(fitted, images):
     with torch.inference_mode():
         expected = fitted.cae_[0].module_(torch.from_numpy(maps[0]))[0].numpy()
     np.testing.assert_allclose(reconstructions[0], expected, rtol=1e-5, atol=1e-5)
+    # One backbone pass for both: the same maps as backbone_maps gives.
+    same_maps, same_reconstructions = fitted.reconstruct(images[:3], return_maps=True)
+    np.testing.assert_array_equal(same_maps[0], maps[0])
+    np.testing.assert_array_equal(same_reconstructions[0], reconstructions[0])
 
 
 def test_maps_api_needs_a_fitted_featurizer(images):
