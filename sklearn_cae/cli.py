@@ -243,7 +243,7 @@ def _sampler(args, smallest_class: int | None):
     resample: SMOTE interpolates between a class's nearest neighbours, 5 by default,
     fewer when a class has too few images to have 5.
     """
-    resample = getattr(args, "resample", "none")
+    resample = args.resample
     if resample == "none":
         return None
     import importlib
@@ -262,7 +262,7 @@ def _sampler(args, smallest_class: int | None):
 
 def _steps_description(features: str, args) -> str:
     """``features + StandardScaler [+ sampler] + SVC``, as the pipelines are built."""
-    resample = getattr(args, "resample", "none")
+    resample = args.resample
     sampler = [] if resample == "none" else [_SAMPLERS[resample][1]]
     return " + ".join([features, "StandardScaler", *sampler, "SVC"])
 
@@ -473,13 +473,9 @@ def _class_scores(model, X):
     Returns ``(labels, kind, classes, scores)``: ``kind`` is "proba" (predict_proba),
     "score" (decision_function) or None when the classifier has neither.
     """
-    steps = getattr(model, "steps", None)
-    if steps and len(steps) > 1:  # a Pipeline: the features once, then the classifier
-        for _, step in steps[:-1]:
-            # A sampler (imbalanced-learn, --resample) acts only when fitting.
-            if step != "passthrough" and step is not None and not hasattr(step, "fit_resample"):
-                X = step.transform(X)
-        model = steps[-1][1]
+    from .evaluation import split_final_step
+
+    model, X = split_final_step(model, X)  # a pipeline: the features once, then the classifier
     labels = model.predict(X)
     classes = np.asarray(getattr(model, "classes_", []))
     if hasattr(model, "predict_proba"):
@@ -787,8 +783,7 @@ def main(argv: list[str] | None = None, prog: str = "sklearn-cae") -> int:
             warnings.showwarning = _warning_printer(prog)
             _COMMANDS[args.command](args)
     except (_CLIError, FileNotFoundError, ImportError, ValueError, TypeError, OSError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        print(f"{prog}: error: {_reason(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -22,10 +22,10 @@ from sklearn.svm import SVC
 
 from .cae import UNLABELLED
 from .datasets import load_medmnist, stratified_subset
-from .evaluation import cross_validate_methods, format_table, stratified_folds
+from .evaluation import ALL_LABELS, cross_validate_methods, format_table, stratified_folds
 from .featurizer import BackboneFeaturizer, CAETransferFeaturizer
 
-__all__ = ["demo_featurizers", "demo_pipelines", "run_demo"]
+__all__ = ["demo_featurizers", "run_demo"]
 
 
 def _flatten(X):
@@ -51,14 +51,6 @@ def demo_featurizers(random_state: int = 0) -> dict[str, object]:
     }
 
 
-def demo_pipelines(random_state: int = 0) -> dict[str, Pipeline]:
-    """Each demo featurizer followed by ``StandardScaler`` and ``SVC(class_weight="balanced")``."""
-    return {
-        name: Pipeline([("features", featurizer), ("classifier", _classifier())])
-        for name, featurizer in demo_featurizers(random_state).items()
-    }
-
-
 def _scores(classifier, F_fit, y_fit, F_test, y_test) -> dict[str, float]:
     classifier.fit(F_fit, y_fit)
     decision = classifier.decision_function(F_test)
@@ -81,11 +73,12 @@ def _regime_scorer(X, y, regimes: dict[str, float], random_state: int):
         for regime, fraction in regimes.items():
             labelled = stratified_subset(y[train], fraction, random_state)
             if semi or fitted is None:
-                y_fit = np.full(len(train), UNLABELLED)
-                y_fit[labelled] = y[train][labelled]
+                y_fit = None
+                if semi:  # the labels of the labelled part, -1 for the rest
+                    y_fit = np.full(len(train), UNLABELLED)
+                    y_fit[labelled] = y[train][labelled]
                 model = clone(featurizer)
-                F_train = model.fit_transform(X[train], y_fit if semi else None)
-                fitted = (F_train, model.transform(X[test]))
+                fitted = (model.fit_transform(X[train], y_fit), model.transform(X[test]))
             F_train, F_test = fitted
             results[regime] = _scores(
                 _classifier(), F_train[labelled], y[train][labelled], F_test, y[test]
@@ -121,7 +114,7 @@ def run_demo(
     """
     X, y = load_medmnist(dataset, split="train")
     folds = stratified_folds(y, n_splits, random_state)
-    regimes = {"all labels": 1.0, f"{label_fraction:.0%} labels": label_fraction}
+    regimes = {ALL_LABELS: 1.0, f"{label_fraction:.0%} labels": label_fraction}
     print(
         f"{dataset}: {len(X)} training images {X.shape[1:]}, {n_splits}-fold CV, SVC; "
         f"regimes: {', '.join(regimes)} (featurizers fitted on all the fold's images)",

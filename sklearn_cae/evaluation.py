@@ -34,6 +34,7 @@ __all__ = [
     "cross_validate_methods",
     "fit_and_score",
     "format_table",
+    "split_final_step",
     "stratified_folds",
 ]
 
@@ -118,8 +119,54 @@ def stratified_folds(y, n_splits: int, random_state: int) -> list[tuple[np.ndarr
     return list(cv.split(np.zeros((len(y), 1)), y))
 
 
+def split_final_step(model, X):
+    """The model's final estimator and ``X`` as the steps before it pass it on.
+
+    A fitted pipeline's steps before the last are applied to ``X`` once, so that the
+    final estimator can be asked for several things (``predict``, scores, probabilities)
+    without featurizing ``X`` again. Samplers (imbalanced-learn's ``fit_resample``
+    steps) act only when fitting and are skipped, as the pipeline itself does when
+    predicting. A model that is not a pipeline is returned with ``X`` as is.
+
+    Parameters
+    ----------
+    model : estimator or Pipeline
+        A fitted model.
+    X : array-like
+        Its input.
+
+    Returns
+    -------
+    final_estimator : estimator
+    Xt : array-like
+        ``X`` transformed by the steps before ``final_estimator``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sklearn.svm import SVC
+    >>> from sklearn_cae.evaluation import split_final_step
+    >>> X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), [0, 0, 1, 1]
+    >>> svc, Xt = split_final_step(make_pipeline(StandardScaler(), SVC()).fit(X, y), X)
+    >>> type(svc).__name__, Xt.shape
+    ('SVC', (4, 1))
+    """
+    steps = getattr(model, "steps", None)
+    if not steps or len(steps) < 2:
+        return model, X
+    for _, step in steps[:-1]:
+        if step not in (None, "passthrough") and not hasattr(step, "fit_resample"):
+            X = step.transform(X)
+    return steps[-1][1], X
+
+
 def fit_and_score(X, y, scoring: Mapping[str, Callable]) -> FoldScorer:
     """A fold scorer that fits a clone of the method on the training fold.
+
+    The held-out fold goes through the steps before the final estimator once (see
+    :func:`split_final_step`); every scorer then scores the final estimator on it.
 
     Parameters
     ----------
@@ -142,9 +189,9 @@ def fit_and_score(X, y, scoring: Mapping[str, Callable]) -> FoldScorer:
 
     def score_fold(method, train, test) -> dict[str, dict[str, float]]:
         model = clone(method).fit(take_rows(X, train), y[train])
-        X_test = take_rows(X, test)
+        final, features = split_final_step(model, take_rows(X, test))
         return {
-            ALL_LABELS: {name: scorer(model, X_test, y[test]) for name, scorer in scoring.items()}
+            ALL_LABELS: {name: scorer(final, features, y[test]) for name, scorer in scoring.items()}
         }
 
     return score_fold

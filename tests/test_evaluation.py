@@ -131,3 +131,35 @@ def test_quiet_progress_prints_nothing(capsys):
     assert list(progress.bar(range(3))) == [0, 1, 2]
     Progress().line("shown")
     assert capsys.readouterr().err == "shown\n"
+
+
+def test_held_out_fold_is_featurized_once_for_every_scorer(data):
+    """Balanced accuracy (predict) and ROC AUC (decision_function) from one transform."""
+    from imblearn.over_sampling import RandomOverSampler
+    from imblearn.pipeline import make_pipeline as make_resampling_pipeline
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+    from sklearn.svm import SVC
+
+    X, y = data
+    calls = []
+
+    def counted(X):
+        calls.append(len(X))
+        return X
+
+    scoring = {"bacc": get_scorer("balanced_accuracy"), "auc": get_scorer("roc_auc")}
+    score_fold = fit_and_score(X, y, scoring)
+    train, test = stratified_folds(y, 3, random_state=0)[0]
+    for pipe in (
+        make_pipeline(FunctionTransformer(counted), SVC()),
+        make_resampling_pipeline(
+            FunctionTransformer(counted), RandomOverSampler(random_state=0), SVC()
+        ),
+    ):
+        calls.clear()
+        scores = score_fold(pipe, train, test)[ALL_LABELS]
+        assert calls == [len(train), len(test)]  # fit, then the held-out fold once
+        model = pipe.fit(X[train], y[train])  # the same scores as scoring the pipeline
+        for name, scorer in scoring.items():
+            assert scores[name] == pytest.approx(scorer(model, X[test], y[test]))
