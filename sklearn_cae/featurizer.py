@@ -180,7 +180,9 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         )
         spec = load_backbone(backbone, self.weights)
         # Layers of the loaded model: an hf-hub config may only be found next to weights.
-        layers = _as_layer_list(self.layer, backbone if self.layer is None else spec.model)
+        layers = _as_layer_list(
+            default_layer(backbone, spec.model) if self.layer is None else self.layer, spec.model
+        )
         # NHWC weights match the channels_last input batches (about 2x faster on CPU).
         module = truncate(spec, layers).to(device, memory_format=torch.channels_last)
         size = check_image_size(self.image_size)

@@ -64,7 +64,6 @@ __all__ = [
     "NUM_WORKERS_ENV",
     "ImageSource",
     "as_image_source",
-    "check_channels",
     "check_image_size",
     "check_intensity",
     "describe_image",
@@ -139,13 +138,6 @@ def check_intensity(intensity) -> str | tuple[float, float]:
         "window with low < high, both finite float32 numbers (|value| < 3.4e38), got "
         f"{intensity!r}."
     )
-
-
-def check_channels(channels) -> str:
-    """Validate a channel policy: ``"convert"`` (grey and colour may mix) or ``"strict"``."""
-    if isinstance(channels, str) and channels in CHANNEL_POLICIES:
-        return channels
-    raise ValueError(f"channels must be 'convert' or 'strict', got {channels!r}.")
 
 
 def _check_image_shape(image_shape) -> tuple[int, ...]:
@@ -426,14 +418,29 @@ def _dicom_info(ds) -> tuple[int, tuple[int, int], int, str]:
     return samples, (rows, cols), frames, str(getattr(ds, "PhotometricInterpretation", ""))
 
 
-def _dicom_header(path: str):
+def _open_dicom(path: str):
     _pydicom()  # a missing pydicom is an ImportError, not an unreadable file
     try:
-        with open(path, "rb") as handle:
-            ds, _ = _dcmread(handle, _DICOM_HEADER_BYTES, stop_before_pixels=True)
-            samples, size, frames, photometric = _dicom_info(ds)
+        return open(path, "rb")
     except Exception as exc:
-        raise ValueError(f"{path!r} is not a readable DICOM image ({_reason(exc)}).") from None
+        raise _unreadable_dicom(path, exc) from None
+
+
+def _unreadable_dicom(path: str, exc: Exception) -> ValueError:
+    return ValueError(f"{path!r} is not a readable DICOM image ({_reason(exc)}).")
+
+
+def _parse_dicom(path: str, handle, **kwargs):
+    """Parse an open DICOM file within the header budget; check it holds one 2-D image.
+
+    The checks come before any pixel is decoded: a hostile file stops here. Returns
+    (dataset, reader, samples per pixel, (rows, columns), photometric interpretation).
+    """
+    try:
+        ds, reader = _dcmread(handle, _DICOM_HEADER_BYTES, **kwargs)
+        samples, size, frames, photometric = _dicom_info(ds)
+    except Exception as exc:
+        raise _unreadable_dicom(path, exc) from None
     if frames > 1:
         raise ValueError(
             f"{path!r} is a multi-frame DICOM ({frames} frames); pass 2-D images, "
@@ -441,6 +448,12 @@ def _dicom_header(path: str):
         )
     if samples not in (1, 3):
         raise ValueError(f"{path!r} has {samples} samples per pixel; expected 1 or 3.")
+    return ds, reader, samples, size, photometric
+
+
+def _dicom_header(path: str):
+    with _open_dicom(path) as handle:
+        _, _, samples, size, photometric = _parse_dicom(path, handle, stop_before_pixels=True)
     # PALETTE COLOR stores one index per pixel; its colour lookup table makes it RGB.
     return (3 if photometric == "PALETTE COLOR" else samples), size
 
@@ -488,10 +501,8 @@ def _read_dicom(path: str, window: bool = False) -> np.ndarray:
     except ImportError:  # pydicom < 3
         from pydicom.pixel_data_handlers.util import apply_color_lut, apply_modality_lut
 
-    _, size = _dicom_header(path)  # cheap checks first: a hostile file stops here
-    with open(path, "rb") as handle:
-        ds, reader = _dcmread(handle, _DICOM_HEADER_BYTES)
-        samples, _, _, photometric = _dicom_info(ds)
+    with _open_dicom(path) as handle:
+        ds, reader, samples, size, photometric = _parse_dicom(path, handle)
         expected = size[0] * size[1] * samples * -(-int(getattr(ds, "BitsAllocated", 16)) // 8)
         reader.allow(2 * expected + _DICOM_HEADER_BYTES)  # compressed data may be a bit larger
         pixels = ds.pixel_array

@@ -225,6 +225,18 @@ def test_dicom_applies_rescale_slope_and_intercept(tmp_path):
     np.testing.assert_allclose(read_image(no_suffix), read_image(paths[0]))
 
 
+def test_a_dicom_file_is_parsed_once_per_decode(tmp_path, monkeypatch):
+    stored = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    path = _write_dicom(tmp_path / "once.dcm", stored, intercept=0)
+    parses = []
+    dcmread = images_module._dcmread
+    monkeypatch.setattr(
+        images_module, "_dcmread", lambda *a, **k: parses.append(k) or dcmread(*a, **k)
+    )
+    np.testing.assert_array_equal(read_image(path)[..., 0], stored)
+    assert len(parses) == 1, "the header checks reuse the parse that reads the pixels"
+
+
 def test_dicom_monochrome1_is_flipped(tmp_path):
     stored = np.arange(12, dtype=np.uint16).reshape(3, 4) * 100
     flipped = read_image(_write_dicom(tmp_path / "m1.dcm", stored, intercept=0, mono="1"))

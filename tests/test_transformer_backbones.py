@@ -105,6 +105,19 @@ def test_default_layers_are_stride_16():
     assert default_layer("swin_t") == "features.5"
 
 
+@pytest.mark.parametrize("backbone", ["timm/efficientnet_b0", "timm/convnext_tiny", "timm/vgg16"])
+def test_timm_names_get_a_default_layer_of_their_own_model(backbone):
+    # torchvision has models of these names, with other layer names ('features.5').
+    assert default_layer(backbone) in available_layers(backbone)
+
+
+def test_default_layer_of_a_timm_name_fits_untrained(images):
+    X, _ = images
+    feat = BackboneFeaturizer("timm/efficientnet_b0", weights=None, **FAST).fit(X[:2])
+    assert feat.layers_ == [default_layer("timm/efficientnet_b0")]
+    assert default_layer("timm/convnext_tiny") == "stages.2"  # stride 16, as for atto
+
+
 def test_fx_listing_keeps_feature_maps_only():
     # A user's module with a classifier: the flatten and linear nodes give no map.
     module = nn.Sequential(
@@ -216,6 +229,23 @@ def test_hub_names_build_offline_from_local_files(tmp_path, images):
     assert feat.input_mean_ == (0.1, 0.2, 0.3)
     torch.testing.assert_close(feat.backbone_.model.cls_token, reference.cls_token)
     assert feat.transform(X).shape == (len(X), 192)
+
+
+def test_default_layer_of_a_hub_repo_whose_config_is_next_to_the_weights(tmp_path, images):
+    import timm
+    from safetensors.torch import save_file
+
+    # Offline, only the folder of the weights file says what the repo builds.
+    reference = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    weights = str(tmp_path / "model.safetensors")
+    save_file(reference.state_dict(), weights)
+    config = {"architecture": "vit_tiny_patch16_224", "pretrained_cfg": {"num_classes": 1000}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    name = "hf-hub:some-lab/pathology-vit"
+    X, _ = images
+    feat = BackboneFeaturizer(name, weights=weights, **FAST).fit(X[:2])
+    assert feat.layers_ == ["blocks.11"]
+    assert default_layer(name, load_backbone(name, weights).model) == "blocks.11"
 
 
 def test_fitted_vit_featurizer_pickles_and_caches(tmp_path, images):
