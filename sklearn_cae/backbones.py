@@ -928,10 +928,35 @@ def available_layers(backbone: str | nn.Module = DEFAULT_BACKBONE) -> list[str]:
 
 
 def _deepest_at_stride_16(model: nn.Module) -> str | None:
-    if _stages(model) is not None or not _has_timm_features(model):
+    """The deepest layer whose maps are at stride 16 or finer (None: not known)."""
+    if _stages(model) is not None:
+        return _deepest_stage_at_stride_16(model)
+    if not _has_timm_features(model):
         return None
     at_16 = [info["module"] for info in model.feature_info if info["reduction"] <= 16]
     return at_16[-1] if at_16 else None
+
+
+def _deepest_stage_at_stride_16(model: nn.Module) -> str | None:
+    """Read the stride of each stage from the shapes of a pass on the meta device."""
+    layout, _ = _layout(model)
+    if layout == "tokens":  # every block at the patch stride: the last one
+        return None
+    x = torch.zeros(1, 3, _LISTING_SIZE, _LISTING_SIZE, device="meta")
+    deepest = None
+    try:
+        for name, stage in _stages(model):
+            state = {
+                key: torch.empty_like(value, device="meta")
+                for key, value in stage.state_dict(keep_vars=True).items()
+            }
+            x = torch.func.functional_call(stage, state, (x,))
+            width = x.shape[2] if layout == "NHWC" else x.shape[-1]
+            if x.ndim == 4 and width * 16 >= _LISTING_SIZE:
+                deepest = name
+    except Exception:  # ops without meta kernels: fall back to the deepest layer
+        return None
+    return deepest
 
 
 def _default_layer_of_model(model: nn.Module) -> str:
@@ -954,9 +979,12 @@ def default_layer(backbone: str | nn.Module, model: nn.Module | None = None) -> 
 
     That is a stage picked per network for the EfficientNet-Lite backbones and some
     torchvision models (``resnet18`` to ``resnet101``, ``densenet121``, ``vgg16``,
-    ``efficientnet_b0``, ``convnext_tiny``, ``swin_t``, ``swin_s``, ``swin_b``); the
-    deepest ``feature_info`` entry at stride 16 or less for the models tapped through
-    timm's feature API; the deepest listed layer otherwise.
+    ``efficientnet_b0``, ``convnext_tiny``, ``swin_t``, ``swin_s``, ``swin_b``); for
+    other networks split into stages (timm EfficientNets and MobileNets, torchvision
+    CNNs), the deepest stage whose maps are at stride 16 or finer at 224 px, read from
+    the output shapes of a pass on the meta device; the deepest ``feature_info`` entry
+    at stride 16 or less for the models tapped through timm's feature API; the deepest
+    listed layer otherwise (vision transformers: the last block).
 
     Parameters
     ----------

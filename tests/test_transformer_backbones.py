@@ -105,6 +105,15 @@ def test_default_layers_are_stride_16():
     assert default_layer("swin_t") == "features.5"
 
 
+def test_stage_chains_default_to_their_deepest_stride_16_stage():
+    """Read from the stages' output shapes: the same stage the table gives the Lite names."""
+    assert default_layer("timm/efficientnet_lite0") == default_layer("efficientnet_lite0")
+    assert default_layer("timm/efficientnet_b1") == "blocks.4"  # 14 px at 224, blocks.5: 7
+    assert default_layer("mobilenet_v3_small") == "features.8"  # torchvision, not in the table
+    module = load_backbone("timm/efficientnet_b0", weights=None).model
+    assert default_layer(module) == "blocks.4"
+
+
 @pytest.mark.parametrize("backbone", ["timm/efficientnet_b0", "timm/convnext_tiny", "timm/vgg16"])
 def test_timm_names_get_a_default_layer_of_their_own_model(backbone):
     # torchvision has models of these names, with other layer names ('features.5').
