@@ -1,13 +1,11 @@
 """Design studies of the CAE (``docs/method.md``), on backbone maps computed once per data set.
 
-Three studies, chosen by ``--set``:
+Two studies, chosen by ``--set``:
 
 * ``full``: the first ablation -- the CAE (64-channel dense code) on each layer from
   ``blocks.3`` to ``conv_head``, wider and deeper codes, denoising, pooling of the code,
   codes of several layers, and codes concatenated with the backbone's pooled maps;
   written to ``accuracy.ablation.json``;
-* ``final``: the chosen defaults against their nearest alternatives on ``blocks.4``
-  (code width, pooling of code and backbone); ``accuracy.ablation_final.json``;
 * ``sparse``: wide sparse codes against the dense 64-channel code on ``blocks.4``,
   alone and with the backbone's maps; ``accuracy.ablation_sparse.json``.
 
@@ -43,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
@@ -54,10 +51,10 @@ from bench_common import (  # noqa: E402
     EvaluationSet,
     add_run_arguments,
     channels_last,
+    cv_bacc,
     eval_features,
     load_evaluation_set,
     run_settings,
-    svc,
     write_json,
 )
 
@@ -68,7 +65,7 @@ from sklearn_cae.feature_maps import ChannelStatistics, standardize  # noqa: E40
 from sklearn_cae.images import preprocess_batch  # noqa: E402
 from sklearn_cae.pooling import pool  # noqa: E402
 
-STUDIES = ("full", "final", "sparse")
+STUDIES = ("full", "sparse")
 ABLATION_LAYERS = ("blocks.2", "blocks.3", "blocks.4", "blocks.5", "blocks.6", "conv_head")
 # The CAE of the first ablation (before the sparse code became the default).
 ABLATION_BASE = {"bottleneck": 64, "sparsity": 0.0}
@@ -92,11 +89,7 @@ SPARSE_CAES = {
     "bottleneck=256": {"bottleneck": 256, "sparsity": 0.0},
     "bottleneck=256 sparsity=0.1": {"bottleneck": 256, "sparsity": 0.1},
 }
-OUTPUT_FILES = {
-    "full": "accuracy.ablation.json",
-    "final": "accuracy.ablation_final.json",
-    "sparse": "accuracy.ablation_sparse.json",
-}
+OUTPUT_FILES = {"full": "accuracy.ablation.json", "sparse": "accuracy.ablation_sparse.json"}
 
 
 # --------------------------------------------------------------------------- config
@@ -147,14 +140,16 @@ def ablation_data(name: str, config: AblationConfig) -> tuple[EvaluationSet, np.
     return data, train, test
 
 
-def ablation_maps(data: EvaluationSet, config: AblationConfig) -> tuple[dict, dict]:
-    """Raw maps of the ablation layers (float16) and avg / max pooled maps of all layers."""
+def ablation_maps(
+    data: EvaluationSet, config: AblationConfig, raw_layers=ABLATION_LAYERS
+) -> tuple[dict, dict]:
+    """Raw maps of ``raw_layers`` (float16) and avg / max pooled maps of all layers."""
     layers = available_layers("efficientnet_lite0")
     device = resolve_device(config.device)
     feat = BackboneFeaturizer(layer=layers, image_size=config.image_size, device=config.device)
     feat.fit(data.X[:2])
     images = channels_last(data.X)
-    maps = {name: [] for name in ABLATION_LAYERS}
+    maps = {name: [] for name in raw_layers}
     pooled = {name: [] for name in layers}
     size = (config.image_size, config.image_size)
     for s in range(0, len(images), 256):
@@ -226,12 +221,7 @@ def summarise_ablation(features: dict, data: EvaluationSet, train, test, n_jobs:
     y, k = data.y, data.n_classes
 
     def evaluate(F):
-        cv = StratifiedKFold(5, shuffle=True, random_state=0)
-        out = {
-            "cv_bacc": cross_val_score(
-                svc(), F[train], y[train], cv=cv, scoring="balanced_accuracy"
-            ).mean()
-        }
+        out = {"cv_bacc": cv_bacc(F[train], y[train])}
         if test is not None:
             out.update(eval_features(F[train], y[train], F[test], y[test], k))
         return out
@@ -265,8 +255,8 @@ def full_study(config: AblationConfig) -> dict:
         features["backbone blocks.3-6+head avg"] = np.hstack(
             [bb[f"backbone {k} avg"] for k in ABLATION_LAYERS[1:]]
         )
+        standard = {k: standardised(v, train) for k, v in maps.items()}
         for seed in range(config.seeds):
-            standard = {k: standardised(v, train) for k, v in maps.items()}
             codes = {}
             for cae_name, layer, params in ABLATION_CAES:
                 code = train_codes(standard[layer], train, seed, config, params)
@@ -312,7 +302,7 @@ def blocks4_study(config: AblationConfig, label: str, seed_features: SeedFeature
     for name in config.datasets:
         start = time.perf_counter()
         data, train, test = ablation_data(name, config)
-        maps, pooled = ablation_maps(data, config)
+        maps, pooled = ablation_maps(data, config, raw_layers=("blocks.4",))
         bb = pooled["blocks.4"]
         standard = standardised(maps["blocks.4"], train)
         features = {"backbone blocks.4 avg": bb[:, : bb.shape[1] // 2]}
@@ -324,24 +314,6 @@ def blocks4_study(config: AblationConfig, label: str, seed_features: SeedFeature
         print(f"[{label}] {name}: {time.perf_counter() - start:.0f}s", flush=True)
         write_json(results, config.out / OUTPUT_FILES[config.study])
     return results
-
-
-def final_study(config: AblationConfig) -> dict:
-    """The chosen defaults against their nearest alternatives (same maps, same seeds)."""
-
-    def seed_features(standard, bb, train, seed):
-        avg_bb, features = bb[:, : bb.shape[1] // 2], {}
-        for bneck in (64, 128):
-            params = {**ABLATION_BASE, "bottleneck": bneck}
-            code = train_codes(standard, train, seed, config, params).float()
-            avg, avgmax = pool(code, "avg").numpy(), pool(code, "avgmax").numpy()
-            tag = f"bottleneck={bneck}"
-            features[f"code avg + backbone avg, {tag}"] = np.hstack([avg, avg_bb])
-            features[f"code avgmax + backbone avg, {tag}"] = np.hstack([avgmax, avg_bb])
-            features[f"code avgmax + backbone avgmax, {tag}"] = np.hstack([avgmax, bb])
-        return features
-
-    return blocks4_study(config, "final ablation", seed_features)
 
 
 def sparse_study(config: AblationConfig) -> dict:
@@ -361,7 +333,7 @@ def sparse_study(config: AblationConfig) -> dict:
     return blocks4_study(config, "sparse ablation", seed_features)
 
 
-STUDY_RUNNERS = {"full": full_study, "final": final_study, "sparse": sparse_study}
+STUDY_RUNNERS = {"full": full_study, "sparse": sparse_study}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -48,10 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
+from sklearn.model_selection import GridSearchCV
 from sklearn.utils.class_weight import compute_class_weight
 
 BENCH = Path(__file__).resolve().parent
@@ -65,8 +62,12 @@ from bench_common import (  # noqa: E402
     RESULTS,
     EvaluationSet,
     add_run_arguments,
+    backbone_features,
     channels_last,
+    cv_bacc,
     eval_features,
+    input_normalisation,
+    linear_head_network,
     load_evaluation_set,
     run_settings,
     scores,
@@ -76,8 +77,7 @@ from bench_common import (  # noqa: E402
     write_json,
 )
 
-from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer, available_layers  # noqa: E402
-from sklearn_cae.backbones import load_backbone  # noqa: E402
+from sklearn_cae import CAETransferFeaturizer  # noqa: E402
 from sklearn_cae.devices import resolve_device  # noqa: E402
 from sklearn_cae.images import preprocess_batch  # noqa: E402
 
@@ -147,13 +147,6 @@ class BenchmarkConfig:
 
 
 # ------------------------------------------------------------------- shared steps
-def cv_bacc(F, y, n_jobs: int, folds: int = 5, seed: int = 0) -> float:
-    """Mean balanced accuracy of :func:`svc` over stratified folds."""
-    folds = max(2, min(folds, np.bincount(y).min()))
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    return cross_val_score(svc(), F, y, cv=cv, scoring="balanced_accuracy", n_jobs=n_jobs).mean()
-
-
 def select_layer(per_layer: dict, train, y, n_jobs: int) -> str:
     """The layer with the best inner 5-fold CV balanced accuracy on the training part."""
     cv = {name: cv_bacc(F[train], y[train], n_jobs) for name, F in per_layer.items()}
@@ -167,16 +160,16 @@ def cae_pipeline(seed: int, config: BenchmarkConfig, **params):
     )
     if config.quick:
         feat.set_params(max_epochs=2)
-    return make_pipeline(feat, StandardScaler(), SVC(class_weight="balanced"))
+    return svc(feat)
 
 
 class LinearHeadNet(torch.nn.Module):
-    """The full pretrained backbone with its classifier replaced by a new linear layer."""
+    """The full pretrained backbone with its classifier replaced by a new linear layer
+    (:func:`bench_common.linear_head_network`), as a skorch module."""
 
-    def __init__(self, n_classes: int, backbone: str = "efficientnet_lite0"):
+    def __init__(self, n_classes: int):
         super().__init__()
-        self.model = load_backbone(backbone, "DEFAULT").model
-        self.model.reset_classifier(n_classes)
+        self.model = linear_head_network(n_classes)
 
     def forward(self, x):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
@@ -229,19 +222,11 @@ class DatasetWork:
     def backbone(self) -> tuple[dict[str, np.ndarray], float]:
         """Avg-pooled features of every layer (what ``BackboneFeaturizer(layer=L)``
         gives) and the seconds they took."""
-        layers = available_layers("efficientnet_lite0")
         start = time.perf_counter()
-        feat = BackboneFeaturizer(
-            layer=layers,
-            image_size=self.config.image_size,
-            device=self.config.device,
-            batch_size=128,
+        config = self.config
+        per_layer = backbone_features(
+            self.data.X, image_size=config.image_size, device=config.device, batch_size=128
         )
-        F = feat.fit(self.data.X[:2]).transform(self.data.X)
-        widths = np.cumsum([0, *feat.n_channels_])
-        per_layer = {
-            name: F[:, a:b] for name, a, b in zip(layers, widths, widths[1:], strict=False)
-        }
         return per_layer, time.perf_counter() - start
 
     @cached_property
@@ -257,7 +242,7 @@ class DatasetWork:
 
         Kept on the training device, so that fine-tuning epochs are not input-bound.
         """
-        spec_mean, spec_std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # Lite0's own normalisation
+        mean, std = input_normalisation()
         images = channels_last(self.data.X)
         size = (self.config.image_size, self.config.image_size)
         device = resolve_device(self.config.device)
@@ -266,8 +251,8 @@ class DatasetWork:
                 preprocess_batch(
                     images[s : s + 256],
                     image_size=size,
-                    mean=spec_mean,
-                    std=spec_std,
+                    mean=mean,
+                    std=std,
                     device=device,
                 ).contiguous()
                 for s in range(0, len(images), 256)
@@ -316,11 +301,7 @@ def raw_pixel_rows(name: str, work: DatasetWork) -> Iterator[dict]:
     X = data.X.reshape(len(data.X), -1).astype(np.float32) / 255.0
     runs = []
     for train, test in data.splits:
-        model = make_pipeline(
-            PCA(min(50, len(train) - 1), random_state=0),
-            StandardScaler(),
-            SVC(class_weight="balanced"),
-        ).fit(X[train], data.y[train])
+        model = svc(PCA(min(50, len(train) - 1), random_state=0)).fit(X[train], data.y[train])
         y_test = data.y[test]
         runs.append(
             scores(y_test, model.predict(X[test]), model.decision_function(X[test]), data.n_classes)

@@ -7,10 +7,19 @@
   "balanced")``; :func:`scores` and :func:`summarise`: accuracy, balanced accuracy and
   ROC AUC of one run, then mean ± std over runs;
 * :func:`subsample`: the label-efficiency rule (which images are labelled for a
-  fraction and a seed), the same in ``accuracy.py``, ``finetune.py`` and the demo.
+  fraction and a seed), the same in ``accuracy.py``, ``finetune.py``, ``signals.py``
+  and the demo;
+* :func:`cv_bacc`: cross-validated balanced accuracy of :func:`svc`;
+  :func:`backbone_features`: ``BackboneFeaturizer`` features as one block per layer;
+  :func:`linear_head_network` and :func:`input_normalisation`: the network that the
+  fine-tuning baselines train, and its input normalisation;
+* :func:`merge_rows`: result rows of a run replacing the saved rows of the same key.
 
 Not a script: the benchmarks import it (``sys.path`` holds ``benchmarks/`` when they
-run as ``python benchmarks/<name>.py``).
+run as ``python benchmarks/<name>.py``). It imports only what every release of
+``sklearn_cae`` has (``load_medmnist``) at import time, so that ``signals.py`` runs
+against an older checkout (``PYTHONPATH=<checkout>``, ``docs/method.md``); the rest
+of the package is imported where it is used.
 """
 
 from __future__ import annotations
@@ -18,22 +27,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from sklearn_cae.datasets import load_medmnist, stratified_subset
+from sklearn_cae.datasets import load_medmnist
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
 MEDMNIST = ("breastmnist", "pneumoniamnist", "retinamnist")
+BACKBONE = "efficientnet_lite0"  # the backbone of every benchmark
 DATASETS = (*MEDMNIST, "covid19_xray")
 # Label fractions of the label-efficiency curves (accuracy.py and its report).
 LABEL_FRACTIONS = (0.05, 0.10, 0.25, 1.0)
@@ -130,8 +142,8 @@ def load_evaluation_set(
 ) -> EvaluationSet:
     """Images, labels and evaluation splits of one data set.
 
-    With ``quick``, a stratified handful: 12 training images a class and 24 test
-    images of the first split.
+    With ``quick``, a stratified handful of the first split (:func:`quick_subset`): 12
+    training and 12 test images a class.
     """
     if name == "covid19_xray":
         data = np.load(Path(covid_root or default_covid_root()) / "covid19_xray.npz")
@@ -144,14 +156,10 @@ def load_evaluation_set(
         X, y = np.concatenate([X_train, X_test]), np.concatenate([y_train, y_test])
         splits = [(np.arange(len(X_train)), np.arange(len(X_train), len(X)))]
     if quick:
-        rng = np.random.default_rng(0)
         train, test = splits[0]
-        train = np.concatenate(
-            [rng.choice(train[y[train] == c], 12, replace=False) for c in np.unique(y)]
-        )
-        test = rng.choice(test, 24, replace=False)
-        X, y = X[np.concatenate([train, test])], y[np.concatenate([train, test])]
-        splits = [(np.arange(len(train)), np.arange(len(train), len(X)))]
+        (X_train, y_train), (X_test, y_test) = (quick_subset(X[i], y[i]) for i in (train, test))
+        X, y = np.concatenate([X_train, X_test]), np.concatenate([y_train, y_test])
+        splits = [(np.arange(len(y_train)), np.arange(len(y_train), len(y)))]
     return EvaluationSet(X=X, y=y, splits=splits, n_classes=int(y.max()) + 1)
 
 
@@ -169,10 +177,84 @@ def channels_last(X: np.ndarray) -> np.ndarray:
     return X[..., None] if X.ndim == 3 else X
 
 
+def subsample(y, fraction: float, seed: int) -> np.ndarray:
+    """A stratified subset of indices with at least 2 labels per class.
+
+    ``sklearn_cae.datasets.stratified_subset(y, fraction, random_state=seed)``. A
+    fraction of 1 or more is every index, without importing it: releases of the
+    package from before that function run such fractions too.
+    """
+    if fraction >= 1:
+        return np.arange(len(y))
+    try:
+        from sklearn_cae.datasets import stratified_subset
+    except ImportError as exc:  # an older checkout on PYTHONPATH
+        raise ImportError(
+            f"A label fraction below 1 ({fraction}) needs sklearn_cae.datasets."
+            "stratified_subset, which this sklearn_cae lacks; run fractions of 1 only."
+        ) from exc
+    return stratified_subset(y, fraction, random_state=seed)
+
+
+# ------------------------------------------------------------------------- features
+def backbone_features(X, layers: Sequence[str] | None = None, **params) -> dict[str, np.ndarray]:
+    """``BackboneFeaturizer(layer=layers, **params)`` features of ``X``, one block a layer.
+
+    ``layers=None``: every layer of :data:`BACKBONE`. Returns ``{layer: (n, channels)}``,
+    what ``BackboneFeaturizer(layer=layer, **params)`` gives for each layer alone.
+    """
+    from sklearn_cae import BackboneFeaturizer, available_layers
+
+    layers = list(layers or available_layers(BACKBONE))
+    featurizer = BackboneFeaturizer(layer=layers, **params).fit(X[:2])
+    F = featurizer.transform(X)
+    edges = np.cumsum([0, *featurizer.n_channels_])
+    return {name: F[:, a:b] for name, a, b in zip(layers, edges[:-1], edges[1:], strict=True)}
+
+
+@cache
+def input_normalisation(backbone: str = BACKBONE) -> tuple[tuple, tuple]:
+    """Per-channel mean and std of the backbone's input, as the featurizers feed it."""
+    from sklearn_cae.backbones import load_backbone
+
+    spec = load_backbone(backbone, "DEFAULT")
+    return tuple(spec.mean), tuple(spec.std)
+
+
+def linear_head_network(n_classes: int, backbone: str = BACKBONE):
+    """The pretrained backbone, its classifier replaced by a new linear layer.
+
+    The network of the fine-tuning baselines (``accuracy.py``, ``finetune.py``), in
+    channels-last memory format; it takes images normalised by
+    :func:`input_normalisation`.
+    """
+    import torch
+
+    from sklearn_cae.backbones import load_backbone
+
+    model = load_backbone(backbone, "DEFAULT").model
+    model.reset_classifier(n_classes)
+    return model.to(memory_format=torch.channels_last)
+
+
 # -------------------------------------------------------------------------- metrics
-def svc() -> Pipeline:
-    """The classifier of every benchmark: ``StandardScaler + SVC(class_weight="balanced")``."""
-    return make_pipeline(StandardScaler(), SVC(class_weight="balanced"))
+def svc(*steps) -> Pipeline:
+    """The classifier of every benchmark: ``StandardScaler + SVC(class_weight="balanced")``.
+
+    ``steps``: estimators before it in the pipeline (named as ``make_pipeline`` names
+    them).
+    """
+    return make_pipeline(*steps, StandardScaler(), SVC(class_weight="balanced"))
+
+
+def cv_bacc(F, y, n_jobs: int | None = None, folds: int = 5, seed: int = 0) -> float:
+    """Mean balanced accuracy of :func:`svc` over stratified folds (shuffled by ``seed``).
+
+    ``folds`` is lowered to the smallest class's count (at least 2).
+    """
+    folds = max(2, min(folds, np.bincount(y).min()))
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return cross_val_score(svc(), F, y, cv=cv, scoring="balanced_accuracy", n_jobs=n_jobs).mean()
 
 
 def scores(y_true, y_pred, y_score, n_classes: int) -> dict:
@@ -205,12 +287,14 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
-def subsample(y, fraction: float, seed: int) -> np.ndarray:
-    """A stratified subset of indices with at least 2 labels per class."""
-    return stratified_subset(y, fraction, random_state=seed)
-
-
 # -------------------------------------------------------------------------- output
+def merge_rows(old: Iterable[dict], new: Iterable[dict], keys: Sequence[str]) -> list[dict]:
+    """``old`` less the rows that ``new`` replaces (equal values at ``keys``), then ``new``."""
+    new = list(new)
+    fresh = {tuple(row[k] for k in keys) for row in new}
+    return [row for row in old if tuple(row[k] for k in keys) not in fresh] + new
+
+
 def write_json(obj, path: Path) -> None:
     """Write ``obj`` as indented JSON, creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)

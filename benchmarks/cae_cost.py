@@ -20,13 +20,17 @@ import cProfile
 import datetime
 import os
 import pstats
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import add_data_arguments, load_split
+
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
-from sklearn_cae.datasets import load_medmnist
 
 # (stage, how cProfile names the function: file suffix, function name). Nested stages
 # are indented in the first column. The names are where the work happens, private
@@ -69,8 +73,9 @@ def main(argv=None) -> None:
     parser.add_argument("--param", action="append", default=[], type=parse_param)
     parser.add_argument("--append", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/cae_cost.md")
+    add_data_arguments(parser)
     args = parser.parse_args(argv)
-    X, _ = load_medmnist("breastmnist", split="train")
+    X, _ = load_split("breastmnist", "train", medmnist_root=args.medmnist_root)
     params = dict(args.param)
 
     BackboneFeaturizer(image_size=32).fit_transform(X[:8])  # weights, imports: not timed

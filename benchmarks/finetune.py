@@ -57,7 +57,6 @@ sys.path.insert(0, str(BENCH))
 import bench_common  # noqa: E402
 from bench_common import DATASETS, quick_subset, scores, subsample  # noqa: E402
 
-from sklearn_cae.backbones import load_backbone  # noqa: E402
 from sklearn_cae.corruptions import corrupt  # noqa: E402
 from sklearn_cae.images import preprocess_batch  # noqa: E402
 
@@ -65,7 +64,6 @@ FRACTIONS = (0.05, 0.10, 0.25)
 # Horizontal flips only where the anatomy is mirror-symmetric: breast ultrasound and
 # fundus photographs (left / right eyes), not chest X-rays (the heart is on the left).
 FLIP = {"breastmnist": True, "retinamnist": True, "pneumoniamnist": False, "covid19_xray": False}
-LITE_MEAN = LITE_STD = (0.5, 0.5, 0.5)  # Lite0's own input normalisation
 
 RECIPE = {
     "image_size": 128,
@@ -114,10 +112,14 @@ def to_unit(X: np.ndarray, size: int) -> torch.Tensor:
 
 
 def normalise(unit: torch.Tensor) -> torch.Tensor:
-    """[0, 1] images (1 or 3 channels) -> Lite0's input, channels_last."""
+    """[0, 1] images (1 or 3 channels) -> Lite0's input, channels_last.
+
+    Normalised as the featurizers feed Lite0 (:func:`bench_common.input_normalisation`).
+    """
     x = unit.expand(-1, 3, -1, -1) if unit.shape[1] == 1 else unit
-    mean = torch.tensor(LITE_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(LITE_STD).view(1, 3, 1, 1)
+    lite_mean, lite_std = bench_common.input_normalisation()
+    mean = torch.tensor(lite_mean).view(1, 3, 1, 1)
+    std = torch.tensor(lite_std).view(1, 3, 1, 1)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
@@ -159,9 +161,8 @@ def augment(unit: torch.Tensor, generator: torch.Generator, flip: bool, recipe) 
 
 # ------------------------------------------------------------------------- network
 def build_model(n_classes: int) -> torch.nn.Module:
-    model = load_backbone("efficientnet_lite0", "DEFAULT").model
-    model.reset_classifier(n_classes)
-    return model.to(memory_format=torch.channels_last)
+    """Lite0 with a new linear head (:func:`bench_common.linear_head_network`)."""
+    return bench_common.linear_head_network(n_classes)
 
 
 @torch.inference_mode()
@@ -438,9 +439,9 @@ def tune(args, recipe, log) -> list[dict]:
 
 # --------------------------------------------------------------------------- reports
 def merge_rows(old: list[dict], new: list[dict], keys=("dataset", "fraction", "seed")) -> list:
-    fresh = {tuple(r[k] for k in keys) for r in new}
-    kept = [r for r in old if tuple(r[k] for k in keys) not in fresh]
-    return sorted([*kept, *new], key=lambda r: tuple(str(r[k]) for k in keys))
+    """:func:`bench_common.merge_rows`, sorted by ``keys``."""
+    merged = bench_common.merge_rows(old, new, keys)
+    return sorted(merged, key=lambda r: tuple(str(r[k]) for k in keys))
 
 
 def reference_rows(path: Path) -> dict:

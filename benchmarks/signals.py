@@ -41,17 +41,30 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import StratifiedKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import DATASETS, RESULTS, load_split, quick_subset, svc
+import bench_common
+from bench_common import (
+    DATASETS,
+    RESULTS,
+    add_data_arguments,
+    backbone_features,
+    cv_bacc,
+    load_split,
+    quick_subset,
+    subsample,
+    svc,
+)
 
-from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer, available_layers
-from sklearn_cae.datasets import stratified_subset
+from sklearn_cae import CAETransferFeaturizer
 
 PNEUMONIA_SUBSAMPLE = 1200
 FOLDS = 5
+# What identifies a row of the json: a rerun replaces the row of the same key.
+KEY = ("config", "dataset", "fraction", "seed")
 
 # name -> CAETransferFeaturizer parameters (beyond random_state and cache). "defaults" is
 # whatever the installed sklearn_cae's defaults are (the current or an older release).
@@ -65,22 +78,24 @@ CONFIGS = {
 }
 
 
-def evaluation_splits(name: str, on_test: bool, quick: bool):
+def evaluation_splits(name: str, on_test: bool, quick: bool, roots: dict | None = None):
     """Images, labels and [(fit_index, score_index), ...].
 
     Cross-validation folds of the training split (Pneumonia: a stratified subsample of
-    it), or with ``on_test`` the whole training split against the test split.
+    it), or with ``on_test`` the whole training split against the test split. ``roots``:
+    ``medmnist_root`` and ``covid_root`` of :func:`bench_common.load_split`.
     """
-    X, y = load_split(name, "train")
+    roots = roots or {}
+    X, y = load_split(name, "train", **roots)
     if on_test:
-        X_test, y_test = load_split(name, "test")
+        X_test, y_test = load_split(name, "test", **roots)
         if quick:
             (X, y), (X_test, y_test) = quick_subset(X, y), quick_subset(X_test, y_test, 4)
         index = np.arange(len(y))
         X, y = np.concatenate([X, X_test]), np.concatenate([y, y_test])
         return X, y, [(index, np.arange(len(index), len(y)))]
     if name == "pneumoniamnist":
-        keep = stratified_subset(y, PNEUMONIA_SUBSAMPLE / len(y), random_state=0)
+        keep = subsample(y, PNEUMONIA_SUBSAMPLE / len(y), seed=0)
         X, y = X[keep], y[keep]
     if quick:
         X, y = quick_subset(X, y)
@@ -88,28 +103,22 @@ def evaluation_splits(name: str, on_test: bool, quick: bool):
     return X, y, list(cv.split(X, y))
 
 
-def inner_cv_bacc(F: np.ndarray, y: np.ndarray) -> float:
-    folds = max(2, min(FOLDS, np.bincount(y).min()))
-    cv = StratifiedKFold(folds, shuffle=True, random_state=0)
-    return cross_val_score(svc(), F, y, cv=cv, scoring="balanced_accuracy").mean()
-
-
 def score(F_fit, y_fit, F_eval, y_eval) -> float:
-    from sklearn.metrics import balanced_accuracy_score
-
     return float(balanced_accuracy_score(y_eval, svc().fit(F_fit, y_fit).predict(F_eval)))
 
 
-def backbone_scores(X, y, folds, labelled, cache) -> tuple[list[float], list[str]]:
-    """Per fold: the SVC on the layer chosen by inner CV on the labelled images."""
-    layers = available_layers("efficientnet_lite0")
-    featurizer = BackboneFeaturizer(layer=layers, cache=cache).fit(X[:2])
-    F = featurizer.transform(X)
-    edges = np.cumsum([0, *featurizer.n_channels_])
-    per_layer = {name: F[:, a:b] for name, a, b in zip(layers, edges, edges[1:], strict=False)}
+def backbone_scores(X, y, folds, labelled, cache, reuse: dict) -> tuple[list[float], list[str]]:
+    """Per fold: the SVC on the layer chosen by inner CV on the labelled images.
+
+    The backbone features of every layer depend on neither the fold nor the labels:
+    they are computed once, for every image, and kept in ``reuse``.
+    """
+    if "backbone" not in reuse:
+        reuse["backbone"] = backbone_features(X, cache=cache)
+    per_layer = reuse["backbone"]
     scores, chosen = [], []
     for (_, test), lab in zip(folds, labelled, strict=True):
-        inner = {name: inner_cv_bacc(G[lab], y[lab]) for name, G in per_layer.items()}
+        inner = {name: cv_bacc(G[lab], y[lab], folds=FOLDS) for name, G in per_layer.items()}
         best = max(inner, key=inner.get)
         chosen.append(best)
         scores.append(score(per_layer[best][lab], y[lab], per_layer[best][test], y[test]))
@@ -149,13 +158,12 @@ def run(args) -> list[dict]:
         done = {_key(r) for r in json.loads(args.json.read_text())}
     with tempfile.TemporaryDirectory() as cache:
         for name in args.datasets:
-            X, y, folds = evaluation_splits(name, args.on_test, args.quick)
-            reuse: dict = {}
+            roots = {"medmnist_root": args.medmnist_root, "covid_root": args.covid_root}
+            X, y, folds = evaluation_splits(name, args.on_test, args.quick, roots)
+            reuse: dict = {}  # this data set's features, for the next fractions and seeds
             for fraction in args.fractions:
                 for seed in range(args.seeds):
-                    labelled = [
-                        train[stratified_subset(y[train], fraction, seed)] for train, _ in folds
-                    ]
+                    labelled = [train[subsample(y[train], fraction, seed)] for train, _ in folds]
                     for config in args.configs:
                         if (args.label_prefix + config, name, fraction, seed) in done:
                             continue
@@ -166,7 +174,7 @@ def run(args) -> list[dict]:
                         extra = {}
                         if config == "backbone":
                             fold_scores, extra["layers"] = backbone_scores(
-                                X, y, folds, labelled, cache
+                                X, y, folds, labelled, cache, reuse
                             )
                         else:
                             fold_scores = cae_scores(
@@ -195,14 +203,13 @@ def run(args) -> list[dict]:
 
 
 def _key(row: dict) -> tuple:
-    return (row["config"], row["dataset"], row["fraction"], row["seed"])
+    return tuple(row[k] for k in KEY)
 
 
 def merge_rows(path: Path, rows: list[dict]) -> None:
     """Add ``rows`` to the json, replacing rows of the same config/data set/fraction/seed."""
     old = json.loads(path.read_text()) if path.exists() else []
-    new_keys = {_key(r) for r in rows}
-    path.write_text(json.dumps([r for r in old if _key(r) not in new_keys] + rows, indent=1))
+    path.write_text(json.dumps(bench_common.merge_rows(old, rows, KEY), indent=1))
 
 
 def report(path: Path, out: Path, on_test: bool = False) -> str:
@@ -282,6 +289,7 @@ def main(argv=None) -> None:
         "--fractions", default="1.0,0.1", type=lambda s: [float(f) for f in s.split(",")]
     )
     parser.add_argument("--seeds", type=int, default=2)
+    add_data_arguments(parser)
     parser.add_argument("--label-prefix", default="", help="prefix of the configs' names")
     parser.add_argument("--json", type=Path, help="default: results/signals[_test].json")
     parser.add_argument("--out", type=Path, help="default: results/signals[_test].md")

@@ -11,7 +11,9 @@ import importlib.util
 import json
 import re
 import shutil
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +227,129 @@ def test_quick_evaluation_set_is_stratified(common, medmnist_root):
     assert len(data.X) == len(data.y) == 48
 
 
+def test_quick_evaluation_set_has_every_class_in_its_test_part(common, medmnist_root):
+    if not (medmnist_root / "retinamnist.npz").exists():
+        pytest.skip("RetinaMNIST not in the shared data")
+    data = common.load_evaluation_set("retinamnist", medmnist_root=medmnist_root, quick=True)
+    (train, test), *others = data.splits
+    assert not others and data.n_classes == 5
+    # Per-class ROC AUC needs each class among the test images.
+    assert np.bincount(data.y[train]).tolist() == np.bincount(data.y[test]).tolist() == [12] * 5
+
+
+def test_merge_rows_replaces_rows_of_the_same_key_in_place_of_order(common):
+    old = [{"k": k, "v": "old"} for k in ("a", "b", "c")]
+    new = [{"k": "b", "v": "new"}, {"k": "d", "v": "new"}]
+    merged = common.merge_rows(old, new, ("k",))
+    assert [(r["k"], r["v"]) for r in merged] == [
+        ("a", "old"),
+        ("c", "old"),
+        ("b", "new"),
+        ("d", "new"),
+    ]
+
+
+def test_svc_takes_the_steps_before_it(common):
+    from sklearn.decomposition import PCA
+
+    assert [name for name, _ in common.svc().steps] == ["standardscaler", "svc"]
+    pipeline = common.svc(PCA(2))
+    assert [name for name, _ in pipeline.steps] == ["pca", "standardscaler", "svc"]
+    assert pipeline[-1].class_weight == "balanced"
+
+
+def test_cv_bacc_has_no_more_folds_than_the_smallest_class(common):
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 20 + [1] * 3)
+    F = rng.normal(size=(len(y), 4)) + y[:, None]
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    expected = cross_val_score(common.svc(), F, y, cv=cv, scoring="balanced_accuracy")
+    assert common.cv_bacc(F, y) == pytest.approx(expected.mean())
+
+
+def test_backbone_features_split_the_featurizer_output_by_layer(common, small_breast):
+    from sklearn_cae import BackboneFeaturizer
+
+    X, _ = small_breast
+    X = X[:4]
+    per_layer = common.backbone_features(X, ["blocks.1", "blocks.3"], image_size=32)
+    assert list(per_layer) == ["blocks.1", "blocks.3"]
+    for layer, F in per_layer.items():
+        alone = BackboneFeaturizer(layer=layer, image_size=32).fit_transform(X)
+        np.testing.assert_allclose(F, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_fine_tuning_network_and_normalisation_are_the_packages(common):
+    import torch
+
+    from sklearn_cae.backbones import load_backbone
+
+    spec = load_backbone(common.BACKBONE)
+    assert common.input_normalisation() == (tuple(spec.mean), tuple(spec.std))
+    model = common.linear_head_network(3)
+    assert model.get_classifier().out_features == 3
+    weight = next(p for p in model.parameters() if p.ndim == 4)
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fine_tuning_inputs_use_the_shared_normalisation(accuracy, monkeypatch):
+    import torch
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(3, 16, 16), dtype=np.uint8)
+    data = accuracy.EvaluationSet(X=X, y=np.array([0, 1, 0]), splits=[], n_classes=2)
+    config = accuracy.BenchmarkConfig.from_argv(["--quick", "--device", "cpu"])
+    mean, std = (0.25, 0.25, 0.25), (2.0, 2.0, 2.0)  # not Lite0's 0.5 and 0.5
+    monkeypatch.setattr(accuracy, "input_normalisation", lambda *args: (mean, std))
+    inputs = accuracy.DatasetWork(data, config).network_inputs
+    unit = accuracy.preprocess_batch(
+        X[..., None], image_size=(32, 32), mean=(0, 0, 0), std=(1, 1, 1), device=torch.device("cpu")
+    )
+    torch.testing.assert_close(inputs, (unit - 0.25) / 2.0)
+
+
+def test_benchmarks_share_one_copy_of_each_step(accuracy):
+    ablation = load_benchmark("ablation")
+    signals = load_benchmark("signals")
+    assert accuracy.cv_bacc is ablation.cv_bacc is signals.cv_bacc
+    assert accuracy.svc is signals.svc and accuracy.subsample is signals.subsample
+    assert accuracy.backbone_features is signals.backbone_features
+
+
+def test_signals_runs_against_a_package_without_stratified_subset(tmp_path):
+    """``docs/method.md`` runs signals.py on an older checkout (PYTHONPATH): releases
+    before ``stratified_subset`` must still load it and run fractions of 1."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        import sklearn_cae.datasets
+
+        del sklearn_cae.datasets.stratified_subset  # as in an older release
+        sys.path.insert(0, {str(BENCHMARKS)!r})
+        import bench_common
+
+        y = np.array([0, 0, 0, 1, 1, 1])
+        assert bench_common.subsample(y, 1.0, seed=0).tolist() == list(range(6))
+        try:
+            bench_common.subsample(y, 0.5, seed=0)
+        except ImportError as exc:
+            print("fraction 0.5:", exc)
+        import signals
+
+        signals.main(["--help"])
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "fraction 0.5: A label fraction below 1 (0.5) needs" in result.stdout
+    assert "--medmnist-root" in result.stdout and "--covid-root" in result.stdout
+
+
 def test_benchmarks_call_no_private_name_of_another_module():
     private_use = re.compile(r"\b(?!self\b|cls\b)[A-Za-z]\w*\._[a-z]\w*|import _|import .*\b_[a-z]")
     offences = [
@@ -234,6 +359,13 @@ def test_benchmarks_call_no_private_name_of_another_module():
         if private_use.search(line.split("#")[0])
     ]
     assert offences == []
+
+
+def test_cost_profile_reads_the_data_options(capsys):
+    cae_cost = load_benchmark("cae_cost")
+    with pytest.raises(SystemExit):
+        cae_cost.main(["--help"])
+    assert "--medmnist-root" in capsys.readouterr().out
 
 
 def test_cost_profile_stages_name_existing_functions():
@@ -265,6 +397,18 @@ def test_ablation_trains_with_the_featurizers_defaults(medmnist_root):
     assert settings["net_params"] == defaults["cae_params"]
     assert "device" not in settings and "random_state" not in settings
     assert ablation.autoencoder_settings({}, quick=True)["max_epochs"] == 2
+    assert set(ablation.STUDIES) == set(ablation.STUDY_RUNNERS) == set(ablation.OUTPUT_FILES)
+
+
+def test_ablation_keeps_the_raw_maps_of_the_layers_asked_for(medmnist_root):
+    ablation = load_benchmark("ablation")
+    config = ablation.AblationConfig.from_argv(
+        ["--quick", "--device", "cpu", "--medmnist-root", str(medmnist_root)]
+    )
+    data = ablation.ablation_data("breastmnist", config)[0]
+    maps, pooled = ablation.ablation_maps(data, config, raw_layers=("blocks.4",))
+    assert list(maps) == ["blocks.4"] and maps["blocks.4"].shape[0] == len(data.y)
+    assert "conv_head" in pooled and len(pooled["blocks.4"]) == len(data.y)
 
 
 def test_ablation_standardises_as_before_up_to_float16():
@@ -330,6 +474,34 @@ def test_quick_training_signals_on_test_split(medmnist_root, tmp_path, monkeypat
     rows = json.loads((tmp_path / "t.json").read_text())
     assert [len(r["folds"]) for r in rows] == [1, 1]  # one split: train -> test
     assert "test splits" in (tmp_path / "t.md").read_text()
+
+
+@pytest.mark.slow
+def test_signals_computes_backbone_features_once_per_data_set(medmnist_root, tmp_path):
+    signals = load_benchmark("signals")
+    calls = []
+    features = signals.backbone_features
+
+    def counted(X, *args, **kwargs):
+        calls.append(len(X))
+        return features(X, *args, **kwargs)
+
+    signals.backbone_features = counted
+    argv = ["--quick", "--datasets", "breastmnist", "--seeds", "2", "--fractions", "1.0,0.5"]
+    argv += ["--configs", "backbone", "--medmnist-root", str(medmnist_root)]
+    signals.main([*argv, "--json", str(tmp_path / "b.json"), "--out", str(tmp_path / "b.md")])
+    rows = json.loads((tmp_path / "b.json").read_text())
+    assert len(rows) == 4 and calls == [24]  # 2 fractions x 2 seeds, one extraction
+
+
+def test_signals_merge_replaces_rows_of_the_same_key(tmp_path):
+    signals = load_benchmark("signals")
+    path = tmp_path / "s.json"
+    row = {"config": "c", "dataset": "d", "fraction": 1.0, "seed": 0, "bacc": 0.1}
+    signals.merge_rows(path, [row, {**row, "seed": 1}])
+    signals.merge_rows(path, [{**row, "bacc": 0.9}])
+    saved = json.loads(path.read_text())
+    assert [(r["seed"], r["bacc"]) for r in saved] == [(1, 0.1), (0, 0.9)]
 
 
 # ------------------------------------------------------------------ gpu_check.py

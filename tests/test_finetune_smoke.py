@@ -80,6 +80,19 @@ def test_labelled_images_match_the_accuracy_benchmark(finetune, medmnist_root):
         assert len(finetune.subsample(y, row["fraction"], row["seed"])) == row["n_labels"]
 
 
+def test_network_input_is_normalised_as_the_featurizers_feed_lite0(finetune, monkeypatch):
+    unit = torch.rand(2, 1, 8, 8)
+    mean, std = finetune.bench_common.input_normalisation()
+    expected = (unit.expand(-1, 3, -1, -1) - mean[0]) / std[0]
+    torch.testing.assert_close(finetune.normalise(unit), expected)
+    assert finetune.normalise(unit).is_contiguous(memory_format=torch.channels_last)
+    # Read from bench_common on each call, not a constant of its own.
+    monkeypatch.setattr(
+        finetune.bench_common, "input_normalisation", lambda *args: ((0.25,) * 3, (2.0,) * 3)
+    )
+    torch.testing.assert_close(finetune.normalise(unit), (unit.expand(-1, 3, -1, -1) - 0.25) / 2)
+
+
 def test_training_mode_keeps_batch_norm_statistics_frozen(finetune):
     model = finetune.build_model(2)
     finetune.set_train_mode(model, freeze_bn_stats=True)
