@@ -739,7 +739,9 @@ def _stages(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
         # timm EfficientNet / MobileNet family.
         stages = [("conv_stem", nn.Sequential(model.conv_stem, model.bn1))]
         stages += [(f"blocks.{i}", block) for i, block in enumerate(blocks)]
-        if hasattr(model, "conv_head"):
+        # EfficientNet's head convolution sees the last maps; MobileNetV3's (no bn2) comes
+        # after the global pooling, so it is no stage of maps.
+        if hasattr(model, "conv_head") and hasattr(model, "bn2"):
             stages.append(("conv_head", nn.Sequential(model.conv_head, model.bn2)))
         return stages
     if isinstance(model, torchvision.models.ResNet):

@@ -114,6 +114,15 @@ def test_stage_chains_default_to_their_deepest_stride_16_stage():
     assert default_layer(module) == "blocks.4"
 
 
+def test_mobilenet_v3_lists_its_blocks_not_its_pooled_head():
+    """timm's MobileNetV3 has a head convolution after global pooling and no bn2."""
+    layers = available_layers("timm/mobilenetv3_small_100")
+    assert layers[-1] == "blocks.5" and "conv_head" not in layers
+    feat = BackboneFeaturizer("timm/mobilenetv3_small_100", weights=None, image_size=64)
+    X = np.random.default_rng(0).integers(0, 256, size=(4, 32, 32), dtype=np.uint8)
+    assert feat.fit_transform(X).shape[0] == 4
+
+
 @pytest.mark.parametrize("backbone", ["timm/efficientnet_b0", "timm/convnext_tiny", "timm/vgg16"])
 def test_timm_names_get_a_default_layer_of_their_own_model(backbone):
     # torchvision has models of these names, with other layer names ('features.5').
