@@ -180,20 +180,32 @@ def channels_last(X: np.ndarray) -> np.ndarray:
 def subsample(y, fraction: float, seed: int) -> np.ndarray:
     """A stratified subset of indices with at least 2 labels per class.
 
-    ``sklearn_cae.datasets.stratified_subset(y, fraction, random_state=seed)``. A
-    fraction of 1 or more is every index, without importing it: releases of the
-    package from before that function run such fractions too.
+    ``sklearn_cae.datasets.stratified_subset(y, fraction, random_state=seed)``; with a
+    release of the package from before that function (run from its checkout on
+    ``PYTHONPATH``, as for the previous release's rows of ``signals.json``), the same
+    rule from :func:`stratified_subset_rule`.
     """
-    if fraction >= 1:
-        return np.arange(len(y))
     try:
         from sklearn_cae.datasets import stratified_subset
-    except ImportError as exc:  # an older checkout on PYTHONPATH
-        raise ImportError(
-            f"A label fraction below 1 ({fraction}) needs sklearn_cae.datasets."
-            "stratified_subset, which this sklearn_cae lacks; run fractions of 1 only."
-        ) from exc
+    except ImportError:  # an older checkout on PYTHONPATH
+        return stratified_subset_rule(y, fraction, seed)
     return stratified_subset(y, fraction, random_state=seed)
+
+
+def stratified_subset_rule(y, fraction: float, seed: int) -> np.ndarray:
+    """``stratified_subset``'s rule, kept here for releases that lack the function.
+
+    A test holds it equal to the package's function.
+    """
+    y = np.asarray(y)
+    if fraction >= 1:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    parts = [
+        rng.choice(members, max(2, round(fraction * len(members))), replace=False)
+        for members in (np.flatnonzero(y == c) for c in np.unique(y))
+    ]
+    return np.sort(np.concatenate(parts))
 
 
 # ------------------------------------------------------------------------- features

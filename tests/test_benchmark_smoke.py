@@ -320,7 +320,7 @@ def test_benchmarks_share_one_copy_of_each_step(accuracy):
 
 def test_signals_runs_against_a_package_without_stratified_subset(tmp_path):
     """``docs/method.md`` runs signals.py on an older checkout (PYTHONPATH): releases
-    before ``stratified_subset`` must still load it and run fractions of 1."""
+    before ``stratified_subset`` must still load it and draw the same labelled images."""
     script = textwrap.dedent(
         f"""
         import sys
@@ -331,12 +331,9 @@ def test_signals_runs_against_a_package_without_stratified_subset(tmp_path):
         sys.path.insert(0, {str(BENCHMARKS)!r})
         import bench_common
 
-        y = np.array([0, 0, 0, 1, 1, 1])
-        assert bench_common.subsample(y, 1.0, seed=0).tolist() == list(range(6))
-        try:
-            bench_common.subsample(y, 0.5, seed=0)
-        except ImportError as exc:
-            print("fraction 0.5:", exc)
+        y = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2])
+        assert bench_common.subsample(y, 1.0, seed=0).tolist() == list(range(12))
+        print("fraction 0.5:", bench_common.subsample(y, 0.5, seed=3).tolist())
         import signals
 
         signals.main(["--help"])
@@ -346,7 +343,12 @@ def test_signals_runs_against_a_package_without_stratified_subset(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
-    assert "fraction 0.5: A label fraction below 1 (0.5) needs" in result.stdout
+    # The previous release's rows at 10% labels: the same images as the package's rule.
+    from sklearn_cae.datasets import stratified_subset
+
+    y = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2])
+    expected = stratified_subset(y, 0.5, random_state=3).tolist()
+    assert f"fraction 0.5: {expected}" in result.stdout
     assert "--medmnist-root" in result.stdout and "--covid-root" in result.stdout
 
 
@@ -527,3 +529,15 @@ def test_fingerprint_digest_tells_arrays_apart():
     changed = features.copy()
     changed[2, 3] = np.nextafter(changed[2, 3], np.float32(np.inf))  # one bit
     assert digest(features) != digest(changed)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.25, 0.5, 1.0])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kept_subset_rule_is_the_packages(common, fraction, seed):
+    from sklearn_cae.datasets import stratified_subset
+
+    y = np.random.default_rng(seed).integers(0, 3, size=200)
+    np.testing.assert_array_equal(
+        common.stratified_subset_rule(y, fraction, seed),
+        stratified_subset(y, fraction, random_state=seed),
+    )
