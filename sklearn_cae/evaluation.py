@@ -34,6 +34,7 @@ __all__ = [
     "cross_validate_methods",
     "fit_and_score",
     "format_table",
+    "markdown_table",
     "split_final_step",
     "stratified_folds",
 ]
@@ -304,4 +305,39 @@ def format_table(
     for r in results:
         cells = [f"{r.scores[m].mean():.3f} ± {r.scores[m].std():.3f}" for m in metrics]
         lines.append(line(r.method, r.regime, cells, f"{r.seconds:7.1f}"))
+    return "\n".join(lines)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A plain markdown table: ``| a | b |`` lines under a ``|---|---|`` rule.
+
+    Cells are written with :func:`str`; format numbers before passing them.
+
+    Parameters
+    ----------
+    header : sequence of str
+        Column titles.
+    rows : iterable of sequences
+        One sequence of cells per row, as many as ``header`` has.
+
+    Returns
+    -------
+    str
+        The table's lines, without a final newline.
+
+    Examples
+    --------
+    >>> from sklearn_cae.evaluation import markdown_table
+    >>> print(markdown_table(["set", "score"], [["breast", "0.81"], ["retina", "0.43"]]))
+    | set | score |
+    |---|---|
+    | breast | 0.81 |
+    | retina | 0.43 |
+    """
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [str(cell) for cell in row]
+        if len(cells) != len(header):
+            raise ValueError(f"a row has {len(cells)} cells, the header {len(header)}: {cells}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
