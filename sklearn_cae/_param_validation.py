@@ -16,7 +16,6 @@ import numpy as np
 from sklearn.base import _fit_context as fit_context
 from sklearn.utils._param_validation import (
     HasMethods,
-    Hidden,
     Interval,
     InvalidParameterError,
     Options,
@@ -26,7 +25,6 @@ from sklearn.utils._param_validation import (
 
 __all__ = [
     "HasMethods",
-    "Hidden",
     "Interval",
     "InvalidParameterError",
     "Options",

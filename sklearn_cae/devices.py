@@ -57,12 +57,10 @@ def cpu_threads_for(device: torch.device, positions: int):
 
     The CAE's operations are small (a batch of 64 maps of 8 x 8 is 4,096 positions):
     split over several threads, each operation ends in a barrier where a thread waits
-    for the others. When other processes share the cores, a descheduled thread stalls
-    the rest, and training ran an order of magnitude slower with 2 threads than with 1
-    (2 cores, other torch jobs beside it; benchmarks/speed.py section 5 measures the
-    featurizer under such load). One thread per ``_POSITIONS_PER_THREAD`` positions
-    keeps the speed of a quiet machine for large maps and stays steady under load.
-    The previous setting is restored afterwards. No effect on CUDA.
+    for the others, and a thread descheduled by another process stalls the rest. One
+    thread per ``_POSITIONS_PER_THREAD`` positions keeps large maps parallel and small
+    ones steady under load (measurements: docs/gpu.rst, "CPU threads"). The previous
+    setting is restored afterwards. No effect on CUDA.
     """
     if device.type != "cpu":
         yield
