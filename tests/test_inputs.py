@@ -11,8 +11,7 @@ import torch
 from PIL import Image
 
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
-from sklearn_cae import images as images_module
-from sklearn_cae.images import as_image_source, check_image_size, read_image
+from sklearn_cae.images import _dicom, _loader, as_image_source, check_image_size, read_image
 
 from .helpers import FAST, FAST_CAE, write_dicom
 
@@ -229,10 +228,8 @@ def test_a_dicom_file_is_parsed_once_per_decode(tmp_path, monkeypatch):
     stored = np.arange(12, dtype=np.uint16).reshape(3, 4)
     path = _write_dicom(tmp_path / "once.dcm", stored, intercept=0)
     parses = []
-    dcmread = images_module._dcmread
-    monkeypatch.setattr(
-        images_module, "_dcmread", lambda *a, **k: parses.append(k) or dcmread(*a, **k)
-    )
+    dcmread = _dicom._dcmread
+    monkeypatch.setattr(_dicom, "_dcmread", lambda *a, **k: parses.append(k) or dcmread(*a, **k))
     np.testing.assert_array_equal(read_image(path)[..., 0], stored)
     assert len(parses) == 1, "the header checks reuse the parse that reads the pixels"
 
@@ -266,10 +263,8 @@ def test_tiny_images_are_resized_up(gray_feat):
 def test_paths_are_decoded_lazily_batch_by_batch(tmp_path, monkeypatch, gray):
     paths = _save(gray, tmp_path) * 4  # 20 paths
     decoded = []
-    real = images_module.read_image
-    monkeypatch.setattr(
-        images_module, "read_image", lambda p, **kw: decoded.append(p) or real(p, **kw)
-    )
+    real = _loader.read_image  # the name the DataLoader workers decode files with
+    monkeypatch.setattr(_loader, "read_image", lambda p, **kw: decoded.append(p) or real(p, **kw))
     source = as_image_source(paths, num_workers=0)
     batches = source.batches(3, image_size=(8, 8))
     raw, unit = next(batches)
