@@ -194,6 +194,29 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
         load_backbone("resnet18", str(path))
 
 
+def test_checkpoint_nestings_and_prefixes_are_unwrapped(tmp_path):
+    state = _resnet18_state()
+    # Self-distillation: the teacher network under DataParallel and a wrapper module.
+    teacher = {f"module.backbone.{k}": v for k, v in state.items()}
+    path = tmp_path / "dino.pth"
+    torch.save({"teacher": teacher, "student": {}, "epoch": 3}, path)
+    loaded = load_backbone("resnet18", str(path))
+    torch.testing.assert_close(loaded.model.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    # A training checkpoint with an EMA copy: the model's own weights are loaded.
+    ema = _resnet18_state(seed=2)
+    torch.save({"state_dict": state, "state_dict_ema": ema}, path)
+    loaded = load_backbone("resnet18", str(path))
+    torch.testing.assert_close(loaded.model.conv1.weight, state["conv1.weight"])
+
+
+@pytest.mark.parametrize("content", [torch.zeros(3), {"weights": [1, 2]}, [torch.zeros(3)]])
+def test_file_without_a_state_dict_is_a_clear_error(content, tmp_path):
+    path = tmp_path / "not_a_state_dict.pth"
+    torch.save(content, path)
+    with pytest.raises(ValueError, match="does not hold a state dict"):
+        load_backbone("resnet18", str(path))
+
+
 def test_lite_file_loads_by_name_or_in_the_wheel_format(tmp_path):
     import timm
 
