@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from numbers import Integral, Real
@@ -33,7 +34,7 @@ from .backbones import (
     load_backbone,
     truncate,
 )
-from .cache import check_cache, image_digests, model_digest
+from .cache import FeatureCache, check_cache, file_digests, image_digests, model_digest
 from .cae import UNLABELLED, AutoEncoderNet, MapViews, fit_autoencoder
 from .corruptions import corrupt
 from .devices import autocast, resolve_device
@@ -104,7 +105,7 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         "channels": [StrOptions(set(CHANNEL_POLICIES))],
         "batch_size": [_POSITIVE_INT],
         "device": [str, torch.device],
-        "cache": [None, str, os.PathLike, HasMethods("cache")],
+        "cache": [None, str, os.PathLike, HasMethods("cache"), FeatureCache],
         "verbose": ["verbose"],
     }
 
@@ -277,23 +278,104 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
             std=self.input_std_,
             device=device,
         )
-        shapes = self.map_shapes_
-        sizes = [int(np.prod(shape)) for shape in shapes]
+        if images.kind == "files" and cache.key == "file":
+            yield from self._iter_file_cached_maps(images, device, cache, model)
+            return
         for raw, batch in self._iter_batches(images, device, with_raw=True):
             keys = image_digests(raw)
-            entries = [cache.load(model, key, sum(sizes)) for key in keys]
+            entries = cache.load_many(model, keys, self._n_map_values())
             missing = [i for i, entry in enumerate(entries) if entry is None]
             if missing:
                 rows = batch if len(missing) == len(batch) else batch[missing]
-                with torch.inference_mode(), autocast(device):
-                    maps = backbone(rows)
-                flat = torch.cat([m.float().half().flatten(1) for m in maps], dim=1)
-                for i, values in zip(missing, flat.cpu().numpy(), strict=True):
-                    cache.save(model, keys[i], values)
+                computed = self._half_rows(backbone, rows, device)
+                cache.save_many(model, [keys[i] for i in missing], computed)
+                for i, values in zip(missing, computed, strict=True):
                     entries[i] = values
-            stacked = torch.from_numpy(np.stack(entries)).to(device)
-            parts = stacked.split(sizes, dim=1)
-            yield [part.reshape(-1, *shape) for part, shape in zip(parts, shapes, strict=True)]
+            yield self._split_maps(np.stack(entries), device)
+
+    def _n_map_values(self) -> int:
+        return sum(int(np.prod(shape)) for shape in self.map_shapes_)
+
+    def _split_maps(self, flat: np.ndarray, device: torch.device) -> list[torch.Tensor]:
+        """Per-layer maps from rows of concatenated float16 maps (as the cache stores them)."""
+        sizes = [int(np.prod(shape)) for shape in self.map_shapes_]
+        parts = torch.from_numpy(flat).to(device).split(sizes, dim=1)
+        return [
+            part.reshape(-1, *shape) for part, shape in zip(parts, self.map_shapes_, strict=True)
+        ]
+
+    @staticmethod
+    def _half_rows(backbone, batch: torch.Tensor, device: torch.device) -> np.ndarray:
+        """The backbone's maps of ``batch``, float16, flattened and concatenated per image."""
+        with torch.inference_mode(), autocast(device):
+            maps = backbone(batch)
+        return torch.cat([m.float().half().flatten(1) for m in maps], dim=1).cpu().numpy()
+
+    def _iter_computed_rows(self, images: ImageSource, rows, keys, device, cache, model):
+        """Yield the flat float16 maps of ``images[rows]``, storing them under ``keys``.
+
+        Only these files are decoded (in DataLoader workers), in one stream.
+        """
+        if not rows:
+            return
+        subset = ImageSource(
+            images.kind,
+            [images.items[i] for i in rows],
+            images.n_channels,
+            (len(rows), *images.shape[1:]),
+            names=[images.names[i] for i in rows] if images.names else None,
+            num_workers=images.num_workers,
+            channels=[images.channels[i] for i in rows],
+        )
+        start = 0
+        for _, batch in self._iter_batches(subset, device):
+            computed = self._half_rows(self.backbone_, batch, device)
+            cache.save_many(model, keys[start : start + len(computed)], computed)
+            start += len(computed)
+            yield from computed
+
+    def _missing_segments(self, missing: set[int], n: int) -> list[list[int]]:
+        """The rows to compute, in order, as runs of whole batches and runs of partial ones.
+
+        A run of whole batches is batched exactly as without a cache (the backbone's
+        output can depend on a batch's other images), so a run that resumes after a
+        kill computes bit-identical maps; partial batches are computed together.
+        """
+        segments, whole_run = [], None
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            rows = [i for i in range(start, stop) if i in missing]
+            if not rows:
+                continue
+            whole = len(rows) == stop - start
+            if whole != whole_run:
+                segments.append([])
+                whole_run = whole
+            segments[-1].extend(rows)
+        return segments
+
+    def _iter_file_cached_maps(self, images: ImageSource, device, cache, model):
+        """Cached maps of image files keyed on (path, size, mtime): hits are never decoded."""
+        keys = file_digests(images.items)
+        present = cache.contains(model, keys)
+        missing = {i for i, key in enumerate(keys) if key not in present}
+        computed = itertools.chain.from_iterable(
+            self._iter_computed_rows(images, rows, [keys[i] for i in rows], device, cache, model)
+            for rows in self._missing_segments(missing, len(keys))
+        )
+        n_values = self._n_map_values()
+        for start in range(0, len(keys), self.batch_size):
+            rows = range(start, min(start + self.batch_size, len(keys)))
+            hits = [i for i in rows if i not in missing]
+            loaded = cache.load_many(model, [keys[i] for i in hits], n_values)
+            entries = dict(zip(hits, loaded, strict=True))
+            lost = [i for i in hits if entries[i] is None]  # evicted or damaged meanwhile
+            recomputed = self._iter_computed_rows(
+                images, lost, [keys[i] for i in lost], device, cache, model
+            )
+            entries.update(zip(lost, recomputed, strict=True))
+            entries.update((i, next(computed)) for i in rows if i in missing)
+            yield self._split_maps(np.stack([entries[i] for i in rows]), device)
 
     def backbone_maps(self, X) -> list[np.ndarray]:
         """The tapped backbone maps of ``X``, the maps the features are pooled from.

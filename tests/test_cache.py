@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import tempfile
 import threading
 from pathlib import Path
@@ -32,8 +34,21 @@ def images() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, size=(24, 28, 28), dtype=np.uint8)
 
 
-def _entries(root: Path) -> list[Path]:
-    return sorted((root / "sklearn_cae_features").glob("*/*/*.f16"))
+def _n_entries(root: Path) -> int:
+    return FeatureCache(root).info().entries
+
+
+def _shard_bytes(root: Path) -> dict[str, int]:
+    shards = root / "sklearn_cae_features" / "shards-v2" / "shards"
+    return {p.name: p.stat().st_size for p in shards.glob("*.shard")}
+
+
+def _records(root: Path) -> list[tuple[str, str, str, int, int]]:
+    """(model, key, shard path, offset, size) of every indexed entry."""
+    store = root / "sklearn_cae_features" / "shards-v2"
+    with contextlib.closing(sqlite3.connect(store / "index.sqlite")) as index:
+        rows = index.execute("SELECT model, key, shard, offset, size FROM entries").fetchall()
+    return sorted((m, k, str(store / "shards" / s), o, n) for m, k, s, o, n in rows)
 
 
 def _count_forwards(module: torch.nn.Module) -> list[int]:
@@ -49,6 +64,8 @@ def test_check_cache_follows_sklearn_memory_convention(tmp_path):
     assert check_cache(joblib.Memory(tmp_path, verbose=0)).root.parent == tmp_path
     with pytest.raises(ValueError, match="cache must be None, a directory path"):
         check_cache(3)
+    cache = FeatureCache(tmp_path, max_size="1M", key="content")
+    assert check_cache(cache) is cache and cache.max_size == 1 << 20
 
 
 def test_bad_cache_fails_in_fit(images):
@@ -67,7 +84,7 @@ def test_cache_path_with_tilde_is_expanded(images, tmp_path, monkeypatch):
     )
     BackboneFeaturizer(cache="~/.cache/sklearn_cae", **FAST).fit_transform(images[:4])
     assert not list(work.iterdir())
-    assert len(_entries(tmp_path / "home" / ".cache" / "sklearn_cae")) == 4
+    assert _n_entries(tmp_path / "home" / ".cache" / "sklearn_cae") == 4
 
 
 def _regular_file(tmp_path):
@@ -117,6 +134,7 @@ def test_cache_paths_that_cannot_be_folders_fail_at_fit(cls, make, images, tmp_p
 def test_unwritable_cache_folder_still_fits_the_cae(images, tmp_path, monkeypatch):
     """A read-only, fully populated cache could not be used to fit the CAE."""
     expected = CAETransferFeaturizer(cache=tmp_path, **FAST_CAE).fit_transform(images)
+    FeatureCache(tmp_path).close()  # no shard left open for appending
     real_temporary_file, real_mkstemp = tempfile.TemporaryFile, tempfile.mkstemp
 
     def refuse_in_cache(make):
@@ -146,18 +164,18 @@ def test_features_identical_with_and_without_cache(images, tmp_path):
         BackboneFeaturizer(**FAST).fit_transform(images),
         BackboneFeaturizer(cache=joblib.Memory(tmp_path, verbose=0), **FAST).fit_transform(images),
     )
-    assert len(_entries(tmp_path)) == len(images)
+    assert _n_entries(tmp_path) == len(images)
 
 
 def test_other_row_subsets_hit_the_cache(images, tmp_path):
     CAETransferFeaturizer(cache=tmp_path, **FAST_CAE).fit(images)
-    written = {p: p.stat().st_mtime_ns for p in _entries(tmp_path)}
+    written = _shard_bytes(tmp_path)
     fold = np.random.default_rng(1).permutation(len(images))[:15]
     featurizer = CAETransferFeaturizer(cache=tmp_path, **FAST_CAE).fit(images[fold])
     calls = _count_forwards(featurizer.backbone_)
     featurizer.transform(images[::-1])
     assert calls[0] == 0  # no backbone pass at all: every image was a hit
-    assert {p: p.stat().st_mtime_ns for p in _entries(tmp_path)} == written
+    assert _shard_bytes(tmp_path) == written and _n_entries(tmp_path) == len(images)
 
 
 def test_new_images_miss_and_are_added(images, tmp_path):
@@ -166,7 +184,7 @@ def test_new_images_miss_and_are_added(images, tmp_path):
     calls = _count_forwards(featurizer.backbone_)
     out = featurizer.transform(images[4:16])
     assert calls[0] == 1  # one batch, holding only the 8 new images
-    assert len(_entries(tmp_path)) == 16
+    assert _n_entries(tmp_path) == 16
     np.testing.assert_array_equal(
         out, BackboneFeaturizer(**FAST).fit(images).transform(images[4:16])
     )
@@ -183,9 +201,8 @@ def test_changed_parameters_miss(images, tmp_path, change):
     calls = _count_forwards(featurizer.backbone_)
     featurizer.transform(images[:8])
     assert calls[0] == 1
-    folders = {p.parent.parent for p in _entries(tmp_path)}
     # "layer" and "layer_list" tap the same single layer: the same entries.
-    assert len(folders) == 2
+    assert FeatureCache(tmp_path).info().models == 2
 
 
 def test_changed_weights_never_read_stale_entries(images, tmp_path):
@@ -199,7 +216,7 @@ def test_changed_weights_never_read_stale_entries(images, tmp_path):
     plain = BackboneFeaturizer(**{**params, "cache": None}).fit_transform(images[:6])
     np.testing.assert_array_equal(after, plain)
     assert not np.allclose(before, after)
-    assert len(_entries(tmp_path)) == 12
+    assert _n_entries(tmp_path) == 12
 
 
 def test_model_digest_depends_on_weights_and_device_type():
@@ -227,31 +244,32 @@ def test_corrupt_entries_are_recomputed(images, tmp_path):
     featurizer = CAETransferFeaturizer(cache=tmp_path, **FAST_CAE)
     expected = featurizer.fit_transform(images)
 
-    def truncate(data):
-        return data[: len(data) // 2]
-
     def flip(data):
         return data[:-5] + bytes([data[-5] ^ 0xFF]) + data[-4:]
 
     def garbage(data):
         return b"\x00" * len(data)
 
-    def empty(data):
-        return b""
+    def header(data):
+        return data[:3] + b"X" + data[4:]
 
-    damages = [truncate, flip, garbage, empty]
-    for i, path in enumerate(_entries(tmp_path)[::3]):
-        path.write_bytes(damages[i % len(damages)](path.read_bytes()))
+    damages = [flip, garbage, header]
+    records = _records(tmp_path)
+    for i, (_, _, shard, offset, size) in enumerate(records[::3]):
+        with open(shard, "r+b") as file:
+            file.seek(offset)
+            record = file.read(size)
+            file.seek(offset)
+            file.write(damages[i % len(damages)](record))
     calls = _count_forwards(featurizer.backbone_)
     np.testing.assert_array_equal(featurizer.transform(images), expected)
     assert calls[0] > 0
     # The damaged entries were rewritten and now read back.
     cache = FeatureCache(tmp_path)
     n_values = sum(int(np.prod(s)) for s in featurizer.map_shapes_)
-    model = _entries(tmp_path)[0].parent.parent.name
-    keys = [p.stem for p in _entries(tmp_path)]
-    assert all(cache.load(model, key, n_values) is not None for key in keys)
-    assert cache.corrupt == 0
+    model = records[0][0]
+    assert all(v is not None for v in cache.load_many(model, [r[1] for r in records], n_values))
+    assert cache.corrupt == 0 and cache.hits == len(images)
 
 
 def test_concurrent_writers_never_expose_partial_entries(tmp_path):
@@ -279,7 +297,7 @@ def test_concurrent_writers_never_expose_partial_entries(tmp_path):
     stop.set()
     reader.join()
     assert cache.corrupt == 0 and None not in seen
-    assert not list((tmp_path / "sklearn_cae_features").rglob("*.tmp"))
+    assert not list((tmp_path / "sklearn_cae_features").rglob("*.new"))
 
 
 def test_training_maps_are_memory_mapped(images, tmp_path, monkeypatch):
@@ -318,4 +336,4 @@ def test_grid_search_in_parallel_shares_the_cache(images, tmp_path):
     np.testing.assert_allclose(
         parallel.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"]
     )
-    assert len(_entries(tmp_path)) == 16
+    assert _n_entries(tmp_path) == 16
