@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[test,medmnist,dicom,dask,plot]'
+	$(PY) -m pip install -q -e '.[test,medmnist,dicom,dask,plot,parquet,deploy]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -27,6 +27,7 @@ from ._param_validation import (
     StrOptions,
     fit_context,
 )
+from ._state import featurizer_state, restore_featurizer_state
 from .backbones import (
     DEFAULT_BACKBONE,
     available_layers,
@@ -396,12 +397,12 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         return _as_numpy(list(self._iter_half_maps(images, resolve_device(self.device))))
 
     def __getstate__(self):
-        state = super().__getstate__()
-        backbone = state.get("backbone_")
-        if backbone is not None and any(t.is_cuda for t in backbone.state_dict().values()):
-            # So that a model fitted on a GPU loads on a machine without one.
-            state = dict(state, backbone_=copy.deepcopy(backbone).cpu())
-        return state
+        # Networks as plain arrays (CPU), rebuilt on load: pickles and skops files hold
+        # no torch class, and a model fitted on a GPU loads on a machine without one.
+        return featurizer_state(super().__getstate__())
+
+    def __setstate__(self, state):
+        super().__setstate__(restore_featurizer_state(state, type(self).__name__))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -1036,13 +1037,6 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         if return_maps:
             return _as_numpy(maps), _as_numpy(reconstructions)
         return _as_numpy(reconstructions)
-
-    def __setstate__(self, state):
-        # Before 0.2, a single tapped layer's net was stored bare, not in a list.
-        cae = state.get("cae_")
-        if cae is not None and not isinstance(cae, list):
-            state = dict(state, cae_=[cae])
-        super().__setstate__(state)
 
     def _feature_prefixes(self):
         prefixes = [(f"{layer}_code", self.bottleneck) for layer in self.layers_]

@@ -297,15 +297,6 @@ def test_maps_api_needs_a_fitted_featurizer(images):
         BackboneFeaturizer(**FAST).backbone_maps(images)
 
 
-def test_cae_is_a_list_also_in_models_pickled_with_a_bare_net(fitted, images):
-    state = dict(pickle.loads(pickle.dumps(fitted)).__getstate__())
-    state["cae_"] = state["cae_"][0]  # how a single layer's net was stored before
-    restored = CAETransferFeaturizer.__new__(CAETransferFeaturizer)
-    restored.__setstate__(state)
-    assert isinstance(restored.cae_, list) and len(restored.cae_) == 1
-    np.testing.assert_array_equal(restored.transform(images), fitted.transform(images))
-
-
 @pytest.mark.parametrize(
     "featurizer",
     [BackboneFeaturizer(**FAST), CAETransferFeaturizer(**FAST_CAE)],
