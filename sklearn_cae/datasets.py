@@ -4,7 +4,7 @@
 ImageFolder-style folder, an ``.npz`` file or a MedMNIST name and returns images and
 class names. :func:`load_image_folder` and :func:`load_medmnist` are the loaders behind
 it; :func:`stratified_subset` draws the labelled part of a training set the same way
-in the demo and the benchmarks.
+in the demo and the benchmarks, and the command line's ``--max-images`` subset.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ._param_validation import Interval, Options, StrOptions, validate_params
+from ._utils import error_reason
 from .network import DOWNLOAD_TIMEOUT_S, download_timeout, offline
 
 __all__ = [
@@ -242,8 +243,8 @@ def stratified_subset(y, fraction: float, random_state: int = 0) -> np.ndarray:
 
     Each class keeps ``round(fraction * its count)`` images, at least 2, drawn without
     replacement by ``numpy.random.default_rng(random_state)``, class by class in sorted
-    order. The demo and the benchmarks use it, so that a fraction and a seed name the
-    same labelled images everywhere.
+    order. The demo, the benchmarks and the command line's ``--max-images`` use it, so
+    that a fraction and a seed name the same images everywhere.
 
     Parameters
     ----------
@@ -354,8 +355,7 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except DatasetError:
         raise
     except Exception as exc:  # not a zip, truncated, pickled objects, ...
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise DatasetError(f"cannot read {path} as an .npz file ({reason})") from None
+        raise DatasetError(f"cannot read {path} as an .npz file ({error_reason(exc)})") from None
     if np.ndim(images) == 0:
         raise DatasetError(f"{path}: 'images' is a scalar, not an array of images")
     return images, _npz_class_names(path, labels, names, len(images))

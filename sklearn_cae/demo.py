@@ -15,15 +15,21 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import clone
 from sklearn.decomposition import PCA
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import get_scorer
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
-from sklearn.svm import SVC
 
 from .cae import UNLABELLED
 from .datasets import load_medmnist, stratified_subset
-from .evaluation import ALL_LABELS, cross_validate_methods, format_table, stratified_folds
+from .evaluation import (
+    ALL_LABELS,
+    cross_validate_methods,
+    fit_and_score,
+    format_table,
+    stratified_folds,
+)
 from .featurizer import BackboneFeaturizer, CAETransferFeaturizer
+from .pipelines import make_classifier
 
 __all__ = ["demo_featurizers", "run_demo"]
 
@@ -33,7 +39,7 @@ def _flatten(X):
 
 
 def _classifier() -> Pipeline:
-    return make_pipeline(StandardScaler(), SVC(class_weight="balanced"))
+    return make_pipeline(StandardScaler(), make_classifier())
 
 
 def demo_featurizers(random_state: int = 0) -> dict[str, object]:
@@ -51,38 +57,33 @@ def demo_featurizers(random_state: int = 0) -> dict[str, object]:
     }
 
 
-def _scores(classifier, F_fit, y_fit, F_test, y_test) -> dict[str, float]:
-    classifier.fit(F_fit, y_fit)
-    decision = classifier.decision_function(F_test)
-    return {
-        "balanced acc.": balanced_accuracy_score(y_test, classifier.predict(F_test)),
-        "ROC AUC": roc_auc_score(y_test, decision),
-    }
-
-
 def _regime_scorer(X, y, regimes: dict[str, float], random_state: int):
     """A fold scorer (see :mod:`sklearn_cae.evaluation`) giving scores per regime.
 
     A featurizer that never reads labels is fitted once for all regimes; the
-    semi-supervised one once per regime, with ``-1`` for the unlabelled images.
+    semi-supervised one once per regime, with ``-1`` for the unlabelled images. The
+    classifier is fitted on the features of the labelled images and scored on the
+    held-out fold by :func:`~sklearn_cae.evaluation.fit_and_score`.
     """
+    scoring = {"balanced acc.": get_scorer("balanced_accuracy"), "ROC AUC": get_scorer("roc_auc")}
 
     def score_fold(featurizer, train, test) -> dict[str, dict[str, float]]:
         semi = getattr(featurizer, "supervision", 0) > 0
-        results, fitted = {}, None
+        results, features = {}, None
         for regime, fraction in regimes.items():
             labelled = stratified_subset(y[train], fraction, random_state)
-            if semi or fitted is None:
+            if semi or features is None:
                 y_fit = None
                 if semi:  # the labels of the labelled part, -1 for the rest
                     y_fit = np.full(len(train), UNLABELLED)
                     y_fit[labelled] = y[train][labelled]
                 model = clone(featurizer)
-                fitted = (model.fit_transform(X[train], y_fit), model.transform(X[test]))
-            F_train, F_test = fitted
-            results[regime] = _scores(
-                _classifier(), F_train[labelled], y[train][labelled], F_test, y[test]
-            )
+                train_features = model.fit_transform(X[train], y_fit)
+                # The fold's features in the order of X, for fit_and_score to take rows of.
+                features = np.empty((len(y), train_features.shape[1]), train_features.dtype)
+                features[train], features[test] = train_features, model.transform(X[test])
+            score = fit_and_score(features, y, scoring)
+            results[regime] = score(_classifier(), train[labelled], test)[ALL_LABELS]
         return results
 
     return score_fold

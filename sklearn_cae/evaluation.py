@@ -11,7 +11,7 @@ markdown table of mean ± standard deviation per metric. They share this module:
   plain one (fit on the training fold, score on the held-out fold, one regime,
   :data:`ALL_LABELS`); the demo's scores two labelling regimes per fold;
 * :func:`format_table` writes the table, with a column for the regime when there are
-  several.
+  several, through :func:`markdown_table` (also for other plain tables).
 """
 
 from __future__ import annotations
@@ -289,27 +289,24 @@ def format_table(
     """
     metrics = list(results[0].scores)
     show_regime = len({r.regime for r in results}) > 1
-    name_width = max(len(first_column), *(len(r.method) for r in results))
-    regime_width = max(len(regime_column), *(len(r.regime) for r in results))
-    widths = [max(len(m), len("0.000 ± 0.000")) for m in metrics]
-
-    def line(name: str, regime: str, cells: list[str], seconds: str) -> str:
-        row = [f"{name:<{name_width}}"]
-        if show_regime:
-            row.append(f"{regime:<{regime_width}}")
-        row += [f"{cell:>{width}}" for cell, width in zip(cells, widths, strict=True)]
-        return "| " + " | ".join([*row, f"{seconds:>7}"]) + " |"
-
-    header = line(first_column, regime_column, metrics, "seconds")
-    lines = [header, "|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|"]
-    for r in results:
-        cells = [f"{r.scores[m].mean():.3f} ± {r.scores[m].std():.3f}" for m in metrics]
-        lines.append(line(r.method, r.regime, cells, f"{r.seconds:7.1f}"))
-    return "\n".join(lines)
+    header = [first_column, *([regime_column] if show_regime else []), *metrics, "seconds"]
+    rows = [
+        [
+            r.method,
+            *([r.regime] if show_regime else []),
+            *(f"{r.scores[m].mean():.3f} ± {r.scores[m].std():.3f}" for m in metrics),
+            f"{r.seconds:.1f}",
+        ]
+        for r in results
+    ]
+    align = "l" * (1 + show_regime) + "r" * (len(metrics) + 1)
+    return markdown_table(header, rows, align=align)
 
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A plain markdown table: ``| a | b |`` lines under a ``|---|---|`` rule.
+def markdown_table(
+    header: Sequence[str], rows: Iterable[Sequence[object]], *, align: str | None = None
+) -> str:
+    """A markdown table: ``| a | b |`` lines under a ``|---|---|`` rule.
 
     Cells are written with :func:`str`; format numbers before passing them.
 
@@ -319,6 +316,10 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
         Column titles.
     rows : iterable of sequences
         One sequence of cells per row, as many as ``header`` has.
+    align : str, default=None
+        One letter per column, ``"l"`` or ``"r"``: each column is padded to its widest
+        cell, left- or right-aligned, so the table also reads well as plain text (as
+        :func:`format_table`'s). None: cells as they are.
 
     Returns
     -------
@@ -333,11 +334,30 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
     |---|---|
     | breast | 0.81 |
     | retina | 0.43 |
+    >>> print(markdown_table(["set", "score"], [["breast", "0.81"]], align="lr"))
+    | set    | score |
+    |--------|-------|
+    | breast |  0.81 |
     """
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [str(cell) for cell in row]
+    header = [str(title) for title in header]
+    body = [[str(cell) for cell in row] for row in rows]
+    for cells in body:
         if len(cells) != len(header):
             raise ValueError(f"a row has {len(cells)} cells, the header {len(header)}: {cells}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    if align is None:
+        rule = "|" + "---|" * len(header)
+    else:
+        if len(align) != len(header) or not set(align) <= {"l", "r"}:
+            raise ValueError(f"align needs an 'l' or 'r' per column, got {align!r}")
+        widths = [max(map(len, column)) for column in zip(header, *body, strict=True)]
+        rule = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+        header, *body = [_padded(cells, widths, align) for cells in [header, *body]]
+    lines = ["| " + " | ".join(cells) + " |" for cells in [header, *body]]
+    return "\n".join([lines[0], rule, *lines[1:]])
+
+
+def _padded(cells: list[str], widths: list[int], align: str) -> list[str]:
+    return [
+        cell.ljust(width) if side == "l" else cell.rjust(width)
+        for cell, width, side in zip(cells, widths, align, strict=True)
+    ]

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._param_validation import is_strict_int
+
 __all__ = [
     "plot_embedding",
     "plot_loss_curves",
@@ -35,51 +37,31 @@ def _layer_index(featurizer, layer) -> int:
             raise ValueError(f"layer {layer!r} is not tapped; tapped layers: {featurizer.layers_}.")
         return featurizer.layers_.index(layer)
     n_layers = len(featurizer.layers_)
-    if not isinstance(layer, int | np.integer) or not -n_layers <= layer < n_layers:
+    if not is_strict_int(layer) or not -n_layers <= layer < n_layers:
         raise ValueError(
             f"layer must be a tapped layer name or an index < {n_layers}, got {layer!r}."
         )
     return int(layer) % n_layers
 
 
-def _locate(estimator, X):
-    """The CAETransferFeaturizer inside ``estimator``, and ``X`` as it reaches it.
+def _find_featurizer(estimator, X=None):
+    """The fitted CAETransferFeaturizer of ``estimator``, and ``X`` as it reaches it.
 
-    Looks through pipelines (``X`` goes through the steps before the featurizer),
-    fitted searches (``best_estimator_``) and wrappers such as ``FrozenEstimator``
-    (``estimator``). Raises LookupError when there is none.
+    See :func:`sklearn_cae.pipelines.find_featurizers`; the featurizer is found and
+    checked before ``X`` goes through any step.
     """
     from .featurizer import CAETransferFeaturizer
+    from .pipelines import find_featurizers
 
-    if isinstance(estimator, CAETransferFeaturizer):
-        return estimator, X
-    if hasattr(estimator, "steps"):
-        for _, step in estimator.steps:
-            if step is None or step == "passthrough":
-                continue
-            try:
-                return _locate(step, X)
-            except LookupError:
-                if X is not None:
-                    X = step.transform(X)
-    for attr in ("best_estimator_", "estimator"):
-        inner = getattr(estimator, attr, None)
-        if inner is not None and hasattr(inner, "get_params"):
-            return _locate(inner, X)
-    raise LookupError
-
-
-def _find_featurizer(estimator, X=None):
-    """Return the fitted CAETransferFeaturizer of ``estimator`` and its input ``X``."""
-    try:
-        featurizer, _ = _locate(estimator, None)  # find it before transforming X
-    except LookupError:
+    kind = (CAETransferFeaturizer,)
+    featurizer, _ = next(find_featurizers(estimator, types=kind), (None, None))
+    if featurizer is None:
         raise TypeError(
             "Expected a CAETransferFeaturizer, or a pipeline, search or wrapper holding "
             f"one; got {type(estimator).__name__} without one."
-        ) from None
+        )
     check_is_fitted(featurizer, "cae_")
-    return featurizer, X if X is None else _locate(estimator, X)[1]
+    return next(find_featurizers(estimator, X, types=kind)) if X is not None else (featurizer, X)
 
 
 def reconstruct_feature_maps(featurizer, X, layer: str | int = 0) -> tuple[np.ndarray, np.ndarray]:

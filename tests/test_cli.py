@@ -287,7 +287,7 @@ def no_fit(monkeypatch):
     def refuse(*args, **kwargs):
         pytest.fail("the output should have been refused before fitting")
 
-    monkeypatch.setattr("sklearn_cae.cli._pipelines", refuse)
+    monkeypatch.setattr("sklearn_cae.pipelines.featurizer_pipelines", refuse)
 
 
 def _unwritable_folder(tmp_path) -> Path:
@@ -451,11 +451,11 @@ def test_evaluate_names_images_by_their_index_in_data(tmp_path, capsys):
 
 def test_fit_names_images_by_their_index_in_data(tmp_path, capsys):
     """With --max-images, indices were those within the random subset."""
-    from sklearn_cae.cli import _subsample
+    from sklearn_cae.cli._data import subsample
 
     folder, _ = _class_folder(tmp_path, corrupt=False)  # corrupt one the subset keeps
     data, labels = load_dataset(str(folder))
-    subset, _ = _subsample(data, labels, 10, 0)
+    subset, _ = subsample(data, labels, 10, 0)
     index = data.index(subset[-1])
     assert index != len(subset) - 1
     Path(subset[-1]).write_bytes(Path(subset[-1]).read_bytes()[:200])
@@ -568,7 +568,8 @@ def test_predict_writes_decision_scores_without_probabilities(n_classes, columns
 
 def test_intensity_option_reaches_the_model(tmp_path):
     """--intensity -1000,400 (a CT window) must not be taken for an option."""
-    from sklearn_cae.cli import _join_option_values, build_parser
+    from sklearn_cae.cli import build_parser
+    from sklearn_cae.cli._options import join_option_values
 
     parser = build_parser()
     for given, expected in [
@@ -577,7 +578,7 @@ def test_intensity_option_reaches_the_model(tmp_path):
         (["--intensity", "dicom_window"], "dicom_window"),
         (["--intensity", "minmax"], "minmax"),
     ]:
-        argv = _join_option_values(["evaluate", "breastmnist", *given])
+        argv = join_option_values(["evaluate", "breastmnist", *given])
         assert parser.parse_args(argv).intensity == expected
     model = tmp_path / "model.joblib"
     data = _npz_data(tmp_path, images=np.random.default_rng(0).integers(-2000, 2000, (8, 16, 16)))
@@ -746,9 +747,110 @@ def test_smote_needs_two_images_of_each_class(tmp_path, capsys):
 
 def test_option_choices_match_the_package():
     """The CLI spells these out (so that --help imports no torch); they must not drift."""
-    from sklearn_cae import cli
+    from sklearn_cae.cli import _options
     from sklearn_cae.datasets import MEDMNIST_SPLITS
     from sklearn_cae.images import INTENSITY_POLICIES
+    from sklearn_cae.pipelines import SAMPLERS
 
-    assert cli._INTENSITY_NAMES == INTENSITY_POLICIES
-    assert cli._SPLIT_NAMES == MEDMNIST_SPLITS
+    assert _options.INTENSITY_NAMES == INTENSITY_POLICIES
+    assert _options.SPLIT_NAMES == MEDMNIST_SPLITS
+    assert _options.SAMPLER_NAMES == tuple(SAMPLERS)
+
+
+# ------------------------------------------------------------ the command pattern
+def test_a_command_is_one_module_and_one_line(monkeypatch, capsys):
+    """A module with NAME, add_parser and run, listed in _COMMANDS, is a command."""
+    import types
+
+    from sklearn_cae import cli
+
+    ran = []
+    hello = types.SimpleNamespace(
+        NAME="hello",
+        add_parser=lambda subparsers: subparsers.add_parser("hello", help="say hello"),
+        run=ran.append,
+    )
+    monkeypatch.setattr(cli, "_COMMANDS", (*cli._COMMANDS, hello))
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "say hello" in capsys.readouterr().out
+    assert main(["hello"]) == 0 and [args.command for args in ran] == ["hello"]
+    names = [command.NAME for command in cli._COMMANDS]
+    assert names[:4] == ["evaluate", "fit", "predict", "demo"]
+    for command in cli._COMMANDS:
+        assert callable(command.add_parser) and callable(command.run)
+
+
+def test_max_images_is_the_package_s_stratified_subset():
+    from sklearn_cae.cli._data import subsample
+    from sklearn_cae.datasets import stratified_subset
+
+    X = [f"{i}.png" for i in range(40)]
+    y = np.repeat(["a", "b"], [10, 30])
+    subset, labels = subsample(X, y, 8, 3)
+    keep = stratified_subset(y, 8 / 40, random_state=3)
+    assert subset == [X[i] for i in keep] and labels.tolist() == y[keep].tolist()
+    assert sorted(labels.tolist()) == ["a"] * 2 + ["b"] * 6
+    assert subsample(X, y, 40, 3) == (X, y)
+
+
+# ------------------------------------------------------------------- pipelines
+def test_featurizer_pipelines_give_each_featurizer_the_options_it_takes():
+    from sklearn.calibration import CalibratedClassifierCV
+
+    from sklearn_cae.pipelines import featurizer_pipelines
+
+    params = {"bottleneck": 8, "image_size": None, "callbacks": [], "verbose": 0}
+    y = np.repeat([0, 1], [12, 4])
+    built = featurizer_pipelines(
+        params, resample="undersample", random_state=5, y=y, smallest_class=4
+    )
+    assert list(built) == ["CAETransferFeaturizer", "BackboneFeaturizer"]
+    cae, backbone = built["CAETransferFeaturizer"][0], built["BackboneFeaturizer"][0]
+    assert (cae.bottleneck, cae.callbacks, cae.random_state) == (8, [], 5)
+    assert cae.image_size == type(cae)().image_size  # None: the featurizer's default
+    assert "bottleneck" not in backbone.get_params()  # taken only where it is a parameter
+    for pipe in built.values():
+        assert [type(step).__name__ for step in pipe[1:3]] == [
+            *("StandardScaler", "RandomUnderSampler")
+        ]
+        assert pipe[2].random_state == 5
+        assert isinstance(pipe[-1], CalibratedClassifierCV) and pipe[-1].cv == 4
+    plain = featurizer_pipelines({})["BackboneFeaturizer"]
+    assert type(plain).__module__.startswith("sklearn.") and type(plain[-1]).__name__ == "SVC"
+
+
+def test_find_featurizers_through_pipelines_searches_wrappers_and_samplers():
+    from itertools import islice
+
+    from imblearn.over_sampling import RandomOverSampler
+    from imblearn.pipeline import make_pipeline as make_resampling_pipeline
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+    from sklearn.svm import SVC
+
+    from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
+    from sklearn_cae.pipelines import find_featurizers
+
+    first, second = BackboneFeaturizer(), CAETransferFeaturizer()
+    model = make_resampling_pipeline(
+        FunctionTransformer(lambda X: X + 1),
+        RandomOverSampler(),
+        FunctionTransformer(lambda X: X * 10),
+        FrozenEstimator(first),
+        make_pipeline(second),
+        SVC(),
+    )
+    assert [f for f, _ in find_featurizers(model)] == [first, second]
+    # X as it reaches the first: +1, the sampler passed over, x10; lazily, since going
+    # on to the second would need the (unfitted) first featurizer's transform.
+    [(featurizer, Xt)] = islice(find_featurizers(model, np.ones(2)), 1)
+    assert featurizer is first and Xt.tolist() == [20.0, 20.0]
+    assert [f for f, _ in find_featurizers(model, types=(CAETransferFeaturizer,))] == [second]
+    # A fitted search: its best estimator, not the template it was given.
+    search = GridSearchCV(make_pipeline(BackboneFeaturizer(), SVC()), {})
+    search.best_estimator_ = make_pipeline(first, SVC())
+    assert [f for f, _ in find_featurizers(search)] == [first]
+    assert list(find_featurizers(make_pipeline(SVC()))) == []

@@ -17,6 +17,7 @@ from sklearn_cae.evaluation import (
     cross_validate_methods,
     fit_and_score,
     format_table,
+    markdown_table,
     stratified_folds,
 )
 
@@ -163,3 +164,18 @@ def test_held_out_fold_is_featurized_once_for_every_scorer(data):
         model = pipe.fit(X[train], y[train])  # the same scores as scoring the pipeline
         for name, scorer in scoring.items():
             assert scores[name] == pytest.approx(scorer(model, X[test], y[test]))
+
+
+def test_markdown_table_pads_columns_on_request():
+    rows = [["CAE", 0.5], ["a longer name", "12.25"]]
+    assert markdown_table(["method", "s"], rows, align="lr").splitlines() == [
+        "| method        |     s |",
+        "|---------------|-------|",
+        "| CAE           |   0.5 |",
+        "| a longer name | 12.25 |",
+    ]
+    assert markdown_table(["method", "s"], rows).splitlines()[1] == "|---|---|"
+    with pytest.raises(ValueError, match="'l' or 'r' per column"):
+        markdown_table(["method", "s"], rows, align="lc")
+    with pytest.raises(ValueError, match="a row has 1 cells"):
+        markdown_table(["method", "s"], [["CAE"]], align="lr")

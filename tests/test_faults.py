@@ -9,7 +9,6 @@ subprocess (Python ignores SIGXFSZ, so writes past the limit fail with EFBIG).
 from __future__ import annotations
 
 import builtins
-import inspect
 import os
 import subprocess
 import sys
@@ -259,15 +258,14 @@ def test_ctrl_c_during_cae_training_propagates_and_leaves_nothing_fitted(callbac
 
 def _interrupting_cli(monkeypatch):
     """Make the CLI's featurizer raise KeyboardInterrupt at the end of its first epoch."""
-    params = cli._featurizer_params
+    from sklearn_cae import pipelines
 
-    def with_interrupt(args, cls):
-        found = params(args, cls)
-        if "callbacks" in inspect.signature(cls).parameters:
-            found["callbacks"] = [_InterruptAtEpochEnd()]
-        return found
+    build = pipelines.featurizer_pipelines
 
-    monkeypatch.setattr(cli, "_featurizer_params", with_interrupt)
+    def with_interrupt(params, **kwargs):  # callbacks reach the CAE featurizer only
+        return build({**params, "callbacks": [_InterruptAtEpochEnd()]}, **kwargs)
+
+    monkeypatch.setattr(pipelines, "featurizer_pipelines", with_interrupt)
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new model", "existing model"])

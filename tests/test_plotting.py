@@ -63,6 +63,8 @@ def test_plot_reconstructions_rejects_an_unknown_layer(fitted):
         plot_reconstructions(featurizer, X[:2], layer="blocks.5")
     with pytest.raises(ValueError, match="index"):
         plot_reconstructions(featurizer, X[:2], layer=3)
+    with pytest.raises(ValueError, match="index"):  # a bool is not an index
+        plot_reconstructions(featurizer, X[:2], layer=True)
 
 
 def test_plot_embedding_colours_each_class(fitted):

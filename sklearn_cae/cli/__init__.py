@@ -1,0 +1,106 @@
+"""The ``sklearn-cae`` command line: evaluate, fit and predict without writing code.
+
+DATA is an ImageFolder-style folder (one sub-folder of images per class), a MedMNIST
+name (read from ``$MEDMNIST_ROOT`` offline), or an ``.npz`` file with ``images`` and
+``labels`` arrays (and optionally ``class_names``), read by
+:func:`sklearn_cae.datasets.load_dataset`; ``evaluate`` cross-validates with
+:mod:`sklearn_cae.evaluation` the pipelines of :mod:`sklearn_cae.pipelines`. Heavy
+imports happen inside the commands, so ``--help`` answers at once.
+
+Results go to standard output; progress (a line per step, fold and method, and tqdm
+bars when standard error is a terminal), warnings and errors to standard error, each
+warning and error on one line. ``-q`` silences progress, ``-v`` adds the featurizers'
+own bars and the auto-encoder's epoch table (colour codes only on a terminal).
+
+Files are written atomically: a model or CSV is written to a temporary file in the
+destination folder and renamed over the destination only once complete, so a full
+disk, a file-size limit or Ctrl-C never leaves a truncated file in place of a good one.
+
+One module per command. A command module (``_evaluate.py``, ``_fit.py``,
+``_predict.py``, ``_demo.py``) holds
+
+* ``NAME``, the command's name;
+* ``add_parser(subparsers) -> None``, which adds the command's parser (its help, its
+  own arguments, and the shared option groups of ``_options.py``) to ``subparsers``;
+* ``run(args) -> None``, which does the work; a user error is a ``CLIError``
+  (``_console.py``), printed by :func:`main` as one line.
+
+A new command is one such module plus its line in ``_COMMANDS`` below. What several
+commands share has its own module: ``_options.py`` (option groups, their value
+parsers, and the pipelines the model options give), ``_data.py`` (the ``DATA``
+argument: loading, ``--max-images``, image numbers in messages), ``_io.py`` (image
+arguments, output checks, saving and loading models) and ``_console.py`` (one-line
+errors and warnings, the epoch table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from .._utils import error_reason
+from . import _demo, _evaluate, _fit, _predict
+from ._console import CLIError, warning_printer
+from ._options import join_option_values
+
+__all__ = ["build_parser", "main"]
+
+# The commands, in the order --help lists them.
+_COMMANDS = (_evaluate, _fit, _predict, _demo)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One clear line instead of argparse's usage block.
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser(prog: str = "sklearn-cae") -> argparse.ArgumentParser:
+    """The argument parser of the ``sklearn-cae`` command."""
+    parser = _Parser(
+        prog=prog,
+        description="Unsupervised deep transfer features for medical images (Ahn et al., ISBI "
+        "2019): a frozen ImageNet CNN, a convolutional auto-encoder trained on its feature maps "
+        "without labels, and an SVC on the pooled codes.",
+        epilog=f"Run '{prog} COMMAND --help' for the options of a command.",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in _COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "sklearn-cae") -> int:
+    """Run the command line; return the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        Arguments; ``sys.argv[1:]`` when None.
+    prog : str, default="sklearn-cae"
+        Program name shown in help and error messages.
+
+    Returns
+    -------
+    int
+        0 on success, 1 on an error (printed as one line on standard error), 2 on a
+        usage error.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(prog).parse_args(join_option_values(argv))
+    run = {command.NAME: command.run for command in _COMMANDS}[args.command]
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = warning_printer(prog)
+            run(args)
+    except (CLIError, FileNotFoundError, ImportError, ValueError, TypeError, OSError) as exc:
+        print(f"{prog}: error: {error_reason(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0
