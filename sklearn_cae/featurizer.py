@@ -50,6 +50,7 @@ from .images import (
     normalize_batch,
 )
 from .pooling import POOLINGS, pool, pooled_names
+from .semi_supervised import labelled_rows
 
 __all__ = ["BackboneFeaturizer", "CAETransferFeaturizer"]
 
@@ -893,7 +894,11 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         return views
 
     def _encode_labels(self, y, n_samples: int) -> np.ndarray:
-        """Class indices of ``y`` for the CAE's classification loss, -1 where unlabelled."""
+        """Class indices of ``y`` for the CAE's classification loss, -1 where unlabelled.
+
+        Unlabelled images are marked as :func:`sklearn_cae.semi_supervised.labelled_rows`
+        reads them: ``-1`` among numbers, ``"-1"`` among strings, ``-1`` in an object array.
+        """
         if y is None:
             raise ValueError(
                 f"supervision={self.supervision!r} needs labels: call fit(X, y) with y = -1 "
@@ -904,19 +909,35 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
             raise ValueError(
                 f"y must be a 1-D array of {n_samples} labels (one per image), got shape {y.shape}."
             )
-        unlabelled = (y == UNLABELLED) if y.dtype.kind in "iuf" else np.zeros(len(y), bool)
-        known = y[~unlabelled]
-        target_type = type_of_target(known) if len(known) else "unknown"
-        if target_type not in ("binary", "multiclass") or len(np.unique(known)) < 2:
-            raise ValueError(
-                "supervision > 0 needs class labels for at least two classes among the "
-                f"labelled images (y != -1); got {len(known)} labelled image(s) of type "
-                f"{target_type!r}."
-            )
+        positions, known = labelled_rows(y)
+        self._check_classes(known)
         _, indices = np.unique(known, return_inverse=True)
         labels = np.full(n_samples, UNLABELLED, dtype=np.int64)
-        labels[~unlabelled] = indices
+        labels[positions] = indices
         return labels
+
+    @staticmethod
+    def _check_classes(known: np.ndarray) -> None:
+        """Refuse labels that are not classes, or labelled images of a single class."""
+        if known.dtype.kind == "f" and type_of_target(known) == "continuous":
+            raise ValueError(
+                "supervision > 0 needs class labels for at least two classes among the "
+                "labelled images, got continuous values in y, e.g. "
+                f"{known[np.flatnonzero(known != np.round(known))[0]].item()!r}."
+            )
+        classes = np.unique(known)
+        if len(classes) >= 2:
+            return
+        found = (
+            f"only one class among the {len(known)} labelled images: {classes[0].item()!r}"
+            if len(classes)
+            else "no labelled image"
+        )
+        raise ValueError(
+            "supervision > 0 needs class labels for at least two classes among the labelled "
+            f"images (y != -1), and there is {found}. Label images of another class, or "
+            "mark unlabelled ones with -1 (sklearn_cae.semi_supervised.UNLABELLED)."
+        )
 
     def _train_cae(self, views: MapViews, seed: int, device: torch.device) -> AutoEncoderNet:
         return fit_autoencoder(
