@@ -18,7 +18,7 @@ import numpy as np
 
 from ._param_validation import Interval, Options, StrOptions, validate_params
 from ._utils import error_reason
-from .network import DOWNLOAD_TIMEOUT_S, download_timeout, offline
+from .downloads import DOWNLOAD_TIMEOUT_S, download_timeout, offline
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -173,8 +173,8 @@ def load_medmnist(
     root : str or path, default=None
         Folder holding the ``.npz`` files. Defaults to ``$MEDMNIST_ROOT``; when neither
         is set, medmnist's own folder (``~/.medmnist``). A missing file is downloaded
-        there (with :data:`~sklearn_cae.network.DOWNLOAD_TIMEOUT_S` seconds of socket
-        timeout), unless downloads are off (:func:`sklearn_cae.network.offline`).
+        there (with :data:`~sklearn_cae.downloads.DOWNLOAD_TIMEOUT_S` seconds of socket
+        timeout), unless downloads are off (:func:`sklearn_cae.downloads.offline`).
 
     Returns
     -------

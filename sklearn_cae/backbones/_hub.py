@@ -14,7 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from .._utils import error_reason
-from ..network import offline
+from ..downloads import offline
 from ._weights import BackboneWeightsUnavailable, offline_error
 
 __all__ = ["create_timm", "create_timm_pretrained", "is_hub_name", "timm_source"]

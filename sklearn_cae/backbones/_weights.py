@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .._utils import error_reason
-from ..network import download_timeout, offline
+from ..downloads import download_timeout, offline
 
 __all__ = [
     "BackboneWeightsUnavailable",

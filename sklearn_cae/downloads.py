@@ -39,7 +39,7 @@ def offline() -> bool:
 
     Examples
     --------
-    >>> from sklearn_cae.network import offline
+    >>> from sklearn_cae.downloads import offline
     >>> isinstance(offline(), bool)  # True in the test suite, which sets the flag
     True
     """
@@ -64,7 +64,7 @@ def download_timeout(seconds: float = DOWNLOAD_TIMEOUT_S) -> Iterator[None]:
     Examples
     --------
     >>> import socket
-    >>> from sklearn_cae.network import download_timeout
+    >>> from sklearn_cae.downloads import download_timeout
     >>> with download_timeout(5):
     ...     socket.getdefaulttimeout()
     5.0

@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from sklearn_cae import network
+from sklearn_cae import downloads
 from sklearn_cae.datasets import load_medmnist
-from sklearn_cae.network import OFFLINE_ENVIRONMENT_VARIABLES, download_timeout, offline
+from sklearn_cae.downloads import OFFLINE_ENVIRONMENT_VARIABLES, download_timeout, offline
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_download_timeout_is_restored_even_after_a_failure():
         assert socket.getdefaulttimeout() == 7
     assert socket.getdefaulttimeout() == before
     with pytest.raises(RuntimeError), download_timeout():
-        assert socket.getdefaulttimeout() == network.DOWNLOAD_TIMEOUT_S
+        assert socket.getdefaulttimeout() == downloads.DOWNLOAD_TIMEOUT_S
         raise RuntimeError("the server went away")
     assert socket.getdefaulttimeout() == before
 
