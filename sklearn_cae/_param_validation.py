@@ -12,7 +12,6 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
-
 from sklearn.base import _fit_context as fit_context
 from sklearn.utils._param_validation import (
     HasMethods,
@@ -30,9 +29,9 @@ __all__ = [
     "Options",
     "StrOptions",
     "fit_context",
-    "validate_params",
     "is_strict_int",
     "strict_int",
+    "validate_params",
 ]
 
 
@@ -60,4 +59,3 @@ def strict_int(low: int | None = None, high: int | None = None, closed: str = "b
 class _StrictIntInterval(Interval):
     def is_satisfied_by(self, val) -> bool:
         return not isinstance(val, bool | np.bool_) and super().is_satisfied_by(val)
-

@@ -36,7 +36,11 @@ def new_file_mode(path: Path) -> int:
 
 @contextlib.contextmanager
 def atomic_write(
-    path: str | os.PathLike, mode: str = "wb", *, fsync: bool = True, keep_mode: bool = True,
+    path: str | os.PathLike,
+    mode: str = "wb",
+    *,
+    fsync: bool = True,
+    keep_mode: bool = True,
     **open_kwargs,
 ) -> Iterator[IO]:
     """Open a temporary file next to ``path``; it replaces ``path`` only if all goes well.

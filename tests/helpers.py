@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -59,3 +63,22 @@ def write_dicom(path, pixel_data: bytes, *, sop_class: str = SECONDARY_CAPTURE, 
     ds.PixelData = pixel_data
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     return str(path)
+
+
+def run_with_file_size_limit(code: str, limit_bytes: int, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter whose files may not grow past ``limit_bytes``."""
+    prelude = textwrap.dedent(
+        f"""
+        import resource
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_bytes}, {limit_bytes}))
+        """
+    )
+    env = {**os.environ, "SKLEARN_CAE_OFFLINE": "1", "SKLEARN_CAE_NUM_WORKERS": "0"}
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )

@@ -19,8 +19,7 @@ import sklearn_cae.images
 from sklearn_cae import BackboneFeaturizer
 from sklearn_cae.cache import CacheWriteWarning, FeatureCache, _store, model_digest, parse_size
 
-from .helpers import FAST
-from .test_faults import _run_limited
+from .helpers import FAST, run_with_file_size_limit
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file semantics")
 STORE = Path("sklearn_cae_features") / "shards-v2"
@@ -253,7 +252,7 @@ def test_full_disk_while_writing_a_shard(tmp_path):
         assert len(warned) == 1, [str(w.message) for w in caught]
         np.save({str(tmp_path / "got.npy")!r}, got)
     """
-    result = _run_limited(code, 40_000, tmp_path)
+    result = run_with_file_size_limit(code, 40_000, tmp_path)
     assert result.returncode == 0, result.stderr
     expected = BackboneFeaturizer(**FAST).fit(X).transform(X)
     np.testing.assert_array_equal(np.load(tmp_path / "got.npy"), expected)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import builtins
 import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import joblib
@@ -24,7 +22,7 @@ from skorch.callbacks import Callback
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer, cli
 from sklearn_cae.images import as_image_source, check_intensity, read_image
 
-from .helpers import FAST, FAST_CAE, write_dicom
+from .helpers import FAST, FAST_CAE, run_with_file_size_limit, write_dicom
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file semantics")
 
@@ -44,25 +42,6 @@ def _npz(tmp_path: Path) -> Path:
     path = tmp_path / "data.npz"
     np.savez(path, images=GOOD, labels=np.arange(len(GOOD)) % 2)
     return path
-
-
-def _run_limited(code: str, limit_bytes: int, cwd: Path) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter whose files may not grow past ``limit_bytes``."""
-    prelude = textwrap.dedent(
-        f"""
-        import resource
-        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_bytes}, {limit_bytes}))
-        """
-    )
-    env = {**os.environ, "SKLEARN_CAE_OFFLINE": "1", "SKLEARN_CAE_NUM_WORKERS": "0"}
-    return subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=600,
-    )
 
 
 # ------------------------------------------------------------------- hostile files
@@ -310,7 +289,7 @@ def test_fit_output_on_a_full_disk_keeps_the_previous_model(tmp_path):
         from sklearn_cae.cli import main
         sys.exit(main(["fit", {str(_npz(tmp_path))!r}, "-o", {str(model)!r}, *{TINY_CAE!r}]))
     """
-    result = _run_limited(code, 16 << 10, tmp_path)  # the model is far larger
+    result = run_with_file_size_limit(code, 16 << 10, tmp_path)  # the model is far larger
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()  # progress lines, then the error
     errors = [line for line in lines if "error:" in line]
@@ -330,7 +309,7 @@ def test_predict_output_on_a_full_disk_keeps_the_previous_csv(tmp_path):
         from sklearn_cae.cli import main
         sys.exit(main(["predict", {str(model)!r}, *{images!r}, "-o", {str(table)!r}]))
     """
-    result = _run_limited(code, 16, tmp_path)
+    result = run_with_file_size_limit(code, 16, tmp_path)
     assert result.returncode == 1, result.stderr
     assert table.read_text() == "previous predictions\n"
     assert not list(tmp_path.glob(".*.tmp"))
@@ -356,9 +335,25 @@ def test_full_disk_while_caching_degrades_to_no_cache(tmp_path):
         assert CacheWriteWarning in kinds, [str(w.message) for w in caught]
         print("fitted")
     """
-    result = _run_limited(code, 0, tmp_path)
+    result = run_with_file_size_limit(code, 0, tmp_path)
     assert result.returncode == 0 and "fitted" in result.stdout, result.stderr
-    assert not list(cache.rglob("*.tmp")) and not list(cache.rglob("*.f16"))
+    assert not list(cache.rglob("*.tmp"))
+    # Nothing corrupt was left: the same cache, now writable, gives the uncached features.
+    X = np.random.default_rng(0).integers(0, 256, (8, 16, 16), dtype=np.uint8)
+    params = {
+        "image_size": 32,
+        "batch_size": 4,
+        "max_epochs": 1,
+        "layer": "blocks.1",
+        "layer_sizes": (8,),
+        "bottleneck": 4,
+        "random_state": 0,
+    }
+    expected = CAETransferFeaturizer(**params).fit_transform(X)
+    for _ in range(2):  # the first run fills the cache, the second reads it
+        np.testing.assert_array_equal(
+            CAETransferFeaturizer(**params, cache=str(cache)).fit_transform(X), expected
+        )
 
 
 def test_full_cache_folder_keeps_training_maps_elsewhere(tmp_path):
@@ -378,6 +373,6 @@ def test_full_cache_folder_keeps_training_maps_elsewhere(tmp_path):
     """
     np.save(tmp_path / "X.npy", X)
     limit = (tmp_path / "X.npy").stat().st_size + 4096  # codes fit; the training maps do not
-    result = _run_limited(code, limit, tmp_path)
+    result = run_with_file_size_limit(code, limit, tmp_path)
     assert result.returncode == 0, result.stderr
     np.testing.assert_allclose(np.load(tmp_path / "codes.npy"), expected, atol=1e-5)
