@@ -67,15 +67,18 @@ default="auto"
         raises ``ValueError``. See docs/inputs.md.""",
     "device": """device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.""",
-    "cache": """cache : None, str, path-like or joblib.Memory, default=None
+    "cache": """cache : None, str, path-like, FeatureCache or joblib.Memory, default=None
         Where to keep each image's backbone maps (float16) between calls, following
         scikit-learn's ``memory`` convention: None disables it, a directory path or a
-        ``joblib.Memory`` enables it. Entries are keyed on image content and on
-        everything that changes the maps (backbone, weights, layers, image size,
-        preprocessing), so CV folds and grid points sharing a backbone reuse them; safe
-        with ``n_jobs > 1``. A leading ``~`` is expanded; an empty path or an existing
-        non-folder is refused at ``fit``; a cache that cannot be written warns
-        (``CacheWriteWarning``) and never fails the fit. See :mod:`sklearn_cae.cache`.""",
+        ``joblib.Memory`` enables it, and a :class:`sklearn_cae.cache.FeatureCache`
+        sets a size cap (``max_size``) or content keys for files (``key``). Image files
+        are keyed on their path, size and modification time (no decoding), in-memory
+        images on their content, both with everything that changes the maps (backbone,
+        weights, layers, image size, preprocessing, package release), so CV folds and grid
+        points sharing a backbone reuse them; safe with ``n_jobs > 1`` and several
+        processes. A leading ``~`` is expanded; an empty path or an existing non-folder is
+        refused at ``fit``; a cache that cannot be written warns (``CacheWriteWarning``)
+        and never fails the fit. See :mod:`sklearn_cae.cache`.""",
     "fitted_backbone": """backbone_ : torch.nn.Module
         The frozen backbone, truncated after the deepest tapped layer.
     layers_ : list of str
