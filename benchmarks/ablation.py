@@ -23,8 +23,8 @@ Usage::
 
 The auto-encoders are trained by :func:`sklearn_cae.cae.fit_autoencoder` with
 ``CAETransferFeaturizer``'s defaults for every setting a study does not name, on maps
-standardised by :mod:`sklearn_cae.feature_maps`. Before this script was split from
-``accuracy.py`` (``--parts ablation``), the maps were standardised in float64 rather
+standardized by :mod:`sklearn_cae.feature_maps`. Before this script was split from
+``accuracy.py`` (``--parts ablation``), the maps were standardized in float64 rather
 than float32: a map value may differ from that of the saved results in the last
 float16 digit, and the scores by as little.
 """
@@ -49,6 +49,7 @@ sys.path.insert(0, str(BENCH))
 from bench_common import (  # noqa: E402
     RESULTS,
     EvaluationSet,
+    RunConfig,
     add_run_arguments,
     channels_last,
     cv_bacc,
@@ -94,23 +95,10 @@ OUTPUT_FILES = {"full": "accuracy.ablation.json", "sparse": "accuracy.ablation_s
 
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class AblationConfig:
+class AblationConfig(RunConfig):
     """What one run of the studies does; built from the command line."""
 
     study: str
-    datasets: tuple[str, ...]
-    seeds: int
-    image_size: int
-    device: str
-    medmnist_root: Path
-    covid_root: Path
-    out: Path
-    quick: bool
-
-    @property
-    def n_jobs(self) -> int:
-        """Worker processes of the scoring; 1 with --quick, where starting them costs more."""
-        return 1 if self.quick else -1
 
     @classmethod
     def from_argv(cls, argv: list[str] | None = None) -> AblationConfig:
@@ -172,8 +160,8 @@ def ablation_maps(
     )
 
 
-def standardised(maps: torch.Tensor, fit_index) -> np.ndarray:
-    """Maps standardised per channel with the statistics of ``maps[fit_index]`` (float16)."""
+def standardized(maps: torch.Tensor, fit_index) -> np.ndarray:
+    """Maps standardized per channel with the statistics of ``maps[fit_index]`` (float16)."""
     statistics = ChannelStatistics(maps.shape[1])
     statistics.update(maps[fit_index])
     mean, std = statistics.mean_std()
@@ -210,7 +198,7 @@ def train_codes(maps: np.ndarray, fit_index, seed: int, config, params: dict) ->
 
 
 # -------------------------------------------------------------------------- scoring
-def summarise_ablation(features: dict, data: EvaluationSet, train, test, n_jobs: int) -> dict:
+def summarize_ablation(features: dict, data: EvaluationSet, train, test, n_jobs: int) -> dict:
     """CV (and test) balanced accuracy of each feature set, mean over its seeds.
 
     Keys ``"<name> | seed <k>"`` are grouped by ``<name>``; feature sets with
@@ -255,7 +243,7 @@ def full_study(config: AblationConfig) -> dict:
         features["backbone blocks.3-6+head avg"] = np.hstack(
             [bb[f"backbone {k} avg"] for k in ABLATION_LAYERS[1:]]
         )
-        standard = {k: standardised(v, train) for k, v in maps.items()}
+        standard = {k: standardized(v, train) for k, v in maps.items()}
         for seed in range(config.seeds):
             codes = {}
             for cae_name, layer, params in ABLATION_CAES:
@@ -282,7 +270,7 @@ def full_study(config: AblationConfig) -> dict:
                 features[f"{key} | seed {seed}"] = value
             print(f"[ablation] {name}: seed {seed} {time.perf_counter() - start:.0f}s", flush=True)
 
-        results[name] = summarise_ablation(features, data, train, test, config.n_jobs)
+        results[name] = summarize_ablation(features, data, train, test, config.n_jobs)
         results[name]["_seconds"] = time.perf_counter() - start
         print(f"[ablation] {name}: done {time.perf_counter() - start:.0f}s", flush=True)
         write_json(results, config.out / OUTPUT_FILES["full"])
@@ -296,7 +284,7 @@ def blocks4_study(config: AblationConfig, label: str, seed_features: SeedFeature
     """Run one blocks.4 study on every data set and write its file.
 
     ``seed_features(standard, bb, train, seed)`` returns ``{name: features}`` for one
-    seed, from the standardised blocks.4 maps and their avg+max pooled backbone vector.
+    seed, from the standardized blocks.4 maps and their avg+max pooled backbone vector.
     """
     results = {}
     for name in config.datasets:
@@ -304,12 +292,12 @@ def blocks4_study(config: AblationConfig, label: str, seed_features: SeedFeature
         data, train, test = ablation_data(name, config)
         maps, pooled = ablation_maps(data, config, raw_layers=("blocks.4",))
         bb = pooled["blocks.4"]
-        standard = standardised(maps["blocks.4"], train)
+        standard = standardized(maps["blocks.4"], train)
         features = {"backbone blocks.4 avg": bb[:, : bb.shape[1] // 2]}
         for seed in range(config.seeds):
             for key, value in seed_features(standard, bb, train, seed).items():
                 features[f"{key} | seed {seed}"] = value
-        results[name] = summarise_ablation(features, data, train, test, config.n_jobs)
+        results[name] = summarize_ablation(features, data, train, test, config.n_jobs)
         results[name]["_seconds"] = time.perf_counter() - start
         print(f"[{label}] {name}: {time.perf_counter() - start:.0f}s", flush=True)
         write_json(results, config.out / OUTPUT_FILES[config.study])

@@ -10,7 +10,12 @@ one function that yields result rows tagged with their part (``"part"``):
   inner CV on the training part;
 * ``cae``: ``CAETransferFeaturizer`` with its defaults;
 * ``grid``: ``CAETransferFeaturizer`` tuned by ``GridSearchCV``;
-* ``finetune``: the whole network fine-tuned with a new linear head;
+* ``finetune``: the whole network fine-tuned with a new linear head, by
+  ``benchmarks/finetune.py``'s recipe and loop (:func:`finetune.fine_tune_run`: a
+  linear-probe warm start, then skorch with early stopping where the classes are large
+  enough). The saved ``finetune`` and fine-tuning label rows of ``accuracy.json`` came
+  from an earlier, plain recipe (AdamW at 3e-4 for up to 15 epochs, early stopping on a
+  15% validation split, no warm start or augmentation) and were not rerun;
 * ``labels``: label efficiency on MedMNIST (5, 10, 25, 100% of the training labels)
   of the ``--label-methods`` (``cae``, ``backbone``, ``finetune``); these rows also
   carry ``"label_method"``.
@@ -49,37 +54,34 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 from sklearn.model_selection import GridSearchCV
-from sklearn.utils.class_weight import compute_class_weight
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
 import accuracy_report  # noqa: E402
+import finetune  # noqa: E402
 from bench_common import (  # noqa: E402
     LABEL_FRACTIONS,
     MEDMNIST,
     RESULTS,
     EvaluationSet,
+    RunConfig,
     add_run_arguments,
     backbone_features,
-    channels_last,
     cv_bacc,
     eval_features,
-    input_normalisation,
-    linear_head_network,
     load_evaluation_set,
+    model_scores,
     run_settings,
-    scores,
-    subsample,
-    summarise,
+    summarize,
     svc,
     write_json,
 )
 
 from sklearn_cae import CAETransferFeaturizer  # noqa: E402
+from sklearn_cae.datasets import stratified_subset  # noqa: E402
 from sklearn_cae.devices import resolve_device  # noqa: E402
-from sklearn_cae.images import preprocess_batch  # noqa: E402
 
 PARTS = ("raw", "backbone", "cae", "grid", "finetune", "labels")
 LABEL_METHODS = ("cae", "backbone", "finetune")
@@ -87,35 +89,32 @@ LABEL_METHODS = ("cae", "backbone", "finetune")
 
 # --------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class BenchmarkConfig:
+class BenchmarkConfig(RunConfig):
     """What one run of the benchmark does; built from the command line."""
 
-    datasets: tuple[str, ...]
     parts: tuple[str, ...]
     label_methods: tuple[str, ...]
-    seeds: int
-    image_size: int
-    ft_epochs: int
+    ft_epochs: int | None
     ft_seeds: int | None
-    ft_lr: float
+    ft_lr: float | None
     grid_splits: int
-    device: str
-    medmnist_root: Path
-    covid_root: Path
-    out: Path
     merge: bool
-    quick: bool
     command_line: str
-
-    @property
-    def n_jobs(self) -> int:
-        """Worker processes of the CV loops; 1 with --quick, where starting them costs more."""
-        return 1 if self.quick else -1
 
     @property
     def finetune_seeds(self) -> int:
         """Seeds of the fine-tuning runs (``--ft-seeds``, else ``--seeds``)."""
         return self.ft_seeds or self.seeds
+
+    @property
+    def finetune_recipe(self) -> dict:
+        """``finetune.RECIPE`` at this run's image size, with ``--ft-epochs`` and ``--ft-lr``."""
+        recipe = {**finetune.RECIPE, "image_size": self.image_size}
+        if self.ft_epochs is not None:
+            recipe["epochs"] = self.ft_epochs
+        if self.ft_lr is not None:
+            recipe["head_lr"] = self.ft_lr
+        return recipe
 
     @classmethod
     def from_argv(cls, argv: list[str] | None = None) -> BenchmarkConfig:
@@ -125,9 +124,13 @@ class BenchmarkConfig:
         parser.add_argument(
             "--label-methods", nargs="+", default=list(LABEL_METHODS), choices=LABEL_METHODS
         )
-        parser.add_argument("--ft-epochs", type=int, default=15)
+        parser.add_argument(
+            "--ft-epochs", type=int, default=None, help="fine-tuning epochs (finetune.RECIPE's)"
+        )
         parser.add_argument("--ft-seeds", type=int, default=None, help="seeds of fine-tuning")
-        parser.add_argument("--ft-lr", type=float, default=3e-4)
+        parser.add_argument(
+            "--ft-lr", type=float, default=None, help="the head's lr (finetune.RECIPE's)"
+        )
         parser.add_argument("--grid-splits", type=int, default=1, help="CV folds searched (COVID)")
         parser.add_argument(
             "--merge", action="store_true", help="keep rows of accuracy.json not produced now"
@@ -163,45 +166,15 @@ def cae_pipeline(seed: int, config: BenchmarkConfig, **params):
     return svc(feat)
 
 
-class LinearHeadNet(torch.nn.Module):
-    """The full pretrained backbone with its classifier replaced by a new linear layer
-    (:func:`bench_common.linear_head_network`), as a skorch module."""
-
-    def __init__(self, n_classes: int):
-        super().__init__()
-        self.model = linear_head_network(n_classes)
-
-    def forward(self, x):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
-            return self.model(x.contiguous(memory_format=torch.channels_last)).float()
-
-
-def fine_tune(inputs, y, train, test, n_classes, seed, config: BenchmarkConfig) -> dict:
-    """Scores of the network fine-tuned on ``train`` (skorch, early stopping)."""
-    from skorch import NeuralNetClassifier
-    from skorch.callbacks import EarlyStopping
-    from skorch.dataset import ValidSplit
-
-    weight = compute_class_weight("balanced", classes=np.arange(n_classes), y=y[train])
-    torch.manual_seed(seed)
-    net = NeuralNetClassifier(
-        LinearHeadNet,
-        module__n_classes=n_classes,
-        criterion=torch.nn.CrossEntropyLoss,
-        criterion__weight=torch.tensor(weight, dtype=torch.float32),
-        optimizer=torch.optim.AdamW,
-        lr=config.ft_lr,
-        max_epochs=1 if config.quick else config.ft_epochs,
-        batch_size=64,
-        iterator_train__shuffle=True,
-        train_split=ValidSplit(0.15, stratified=True, random_state=seed),
-        callbacks=[EarlyStopping(patience=3, load_best=True)],
-        device=str(resolve_device(config.device)),
-        verbose=0,
-    )
-    net.fit(inputs[torch.as_tensor(train, device=inputs.device)], y[train])
-    proba = net.predict_proba(inputs[torch.as_tensor(test, device=inputs.device)])
-    return scores(y[test], proba.argmax(1), proba, n_classes)
+def fine_tune(name: str, work: DatasetWork, train, test, seed: int) -> dict:
+    """Scores on ``test`` of the network fine-tuned on ``train`` by ``finetune.py``."""
+    data, config = work.data, work.config
+    train_images, test_images = (work.network_images[torch.as_tensor(i)] for i in (train, test))
+    row = finetune.fine_tune_run(
+        train_images, data.y[train], test_images, data.y[test], data.n_classes, seed,
+        finetune.FLIP[name], config.finetune_recipe, config.quick, config.device,
+    )  # fmt: skip
+    return {key: row[key] for key in ("acc", "bacc", "auc")}
 
 
 class DatasetWork:
@@ -237,27 +210,9 @@ class DatasetWork:
         return [select_layer(per_layer, tr, self.data.y, n_jobs) for tr, _ in self.data.splits]
 
     @cached_property
-    def network_inputs(self) -> torch.Tensor:
-        """Images resized and normalised exactly as the featurizers feed the backbone.
-
-        Kept on the training device, so that fine-tuning epochs are not input-bound.
-        """
-        mean, std = input_normalisation()
-        images = channels_last(self.data.X)
-        size = (self.config.image_size, self.config.image_size)
-        device = resolve_device(self.config.device)
-        return torch.cat(
-            [
-                preprocess_batch(
-                    images[s : s + 256],
-                    image_size=size,
-                    mean=mean,
-                    std=std,
-                    device=device,
-                ).contiguous()
-                for s in range(0, len(images), 256)
-            ]
-        )
+    def network_images(self) -> torch.Tensor:
+        """Every image resized for fine-tuning, in [0, 1] (:func:`finetune.resized_images`)."""
+        return finetune.resized_images(self.data.X, self.config.image_size)
 
     def cae_features(self, seed: int, split: int = 0) -> np.ndarray:
         """Features of every image from the CAE featurizer fitted, without labels, on
@@ -288,7 +243,7 @@ def part_row(name: str, part: str, method: str, runs: list[dict], seconds: float
         "dataset": name,
         "part": part,
         "method": method,
-        **summarise(runs),
+        **summarize(runs),
         "seconds": seconds,
         **extra,
     }
@@ -299,13 +254,11 @@ def raw_pixel_rows(name: str, work: DatasetWork) -> Iterator[dict]:
     data = work.data
     start = time.perf_counter()
     X = data.X.reshape(len(data.X), -1).astype(np.float32) / 255.0
-    runs = []
-    for train, test in data.splits:
-        model = svc(PCA(min(50, len(train) - 1), random_state=0)).fit(X[train], data.y[train])
-        y_test = data.y[test]
-        runs.append(
-            scores(y_test, model.predict(X[test]), model.decision_function(X[test]), data.n_classes)
-        )
+    y, k = data.y, data.n_classes
+    runs = [
+        eval_features(X[tr], y[tr], X[te], y[te], k, svc(PCA(min(50, len(tr) - 1), random_state=0)))
+        for tr, te in data.splits
+    ]
     yield part_row(name, "raw", "raw pixels + PCA(50)", runs, time.perf_counter() - start)
 
 
@@ -367,22 +320,19 @@ def grid_rows(name: str, work: DatasetWork) -> Iterator[dict]:
                 n_jobs=config.n_jobs,
             ).fit(X[tr], y[tr])
             best.append({p.split("__")[1]: v for p, v in search.best_params_.items()})
-            model = search.best_estimator_
-            runs.append(scores(y[te], model.predict(X[te]), model.decision_function(X[te]), k))
+            runs.append(model_scores(search.best_estimator_, X[te], y[te], k))
     seconds = time.perf_counter() - start
     method = "CAETransferFeaturizer, GridSearchCV"
     yield part_row(name, "grid", method, runs, seconds, best_params=best)
 
 
 def finetune_rows(name: str, work: DatasetWork) -> Iterator[dict]:
-    """The whole network fine-tuned with a linear head, per seed and split."""
-    y, splits, k, config = work.data.y, work.data.splits, work.data.n_classes, work.config
-    inputs = work.network_inputs
+    """The whole network fine-tuned with a linear head (``finetune.py``), per seed and split."""
     start = time.perf_counter()
     runs = [
-        fine_tune(inputs, y, tr, te, k, seed, config)
-        for seed in range(config.finetune_seeds)
-        for tr, te in splits
+        fine_tune(name, work, tr, te, seed)
+        for seed in range(work.config.finetune_seeds)
+        for tr, te in work.data.splits
     ]
     seconds = (time.perf_counter() - start) / len(runs)
     yield part_row(name, "finetune", "fine-tuning (linear head)", runs, seconds)
@@ -408,7 +358,7 @@ def label_rows(name: str, work: DatasetWork) -> Iterator[dict]:
     for seed in range(config.seeds):
         cae_F = work.cae_features(seed) if "cae" in methods else None
         for fraction in fractions:
-            labelled = tr[subsample(y[tr], fraction, seed)]
+            labelled = tr[stratified_subset(y[tr], fraction, random_state=seed)]
             results = {}
             if cae_F is not None:
                 results["cae"] = eval_features(cae_F[labelled], y[labelled], cae_F[te], y[te], k)
@@ -423,8 +373,7 @@ def label_rows(name: str, work: DatasetWork) -> Iterator[dict]:
                 F = per_layer[layer]
                 results["backbone"] = eval_features(F[labelled], y[labelled], F[te], y[te], k)
             if "finetune" in methods and seed < config.finetune_seeds:
-                inputs = work.network_inputs
-                results["finetune"] = fine_tune(inputs, y, labelled, te, k, seed, config)
+                results["finetune"] = fine_tune(name, work, labelled, te, seed)
             for label_method, result in results.items():
                 yield {
                     "label_efficiency": True,

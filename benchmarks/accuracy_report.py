@@ -25,7 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import LABEL_FRACTIONS, RESULTS, summarise
+from bench_common import LABEL_FRACTIONS, RESULTS, summarize
+
+from sklearn_cae.evaluation import markdown_table
 
 # MedMNIST v2 (Yang et al., 2023), Table 3: test (ACC, AUC).
 PUBLISHED = {
@@ -51,12 +53,12 @@ def fmt(row: dict, key: str) -> str:
 
 
 def label_summary(rows: list[dict]) -> dict:
-    """Label-efficiency rows summarised per (data set, method, fraction)."""
+    """Label-efficiency rows summarized per (data set, method, fraction)."""
     curves: dict = {}
     for r in rows:
         if r.get("label_efficiency"):
             curves.setdefault((r["dataset"], r["method"], r["fraction"]), []).append(r)
-    return {key: summarise(runs) for key, runs in curves.items()}
+    return {key: summarize(runs) for key, runs in curves.items()}
 
 
 def goal_summary(rows: list[dict], datasets) -> list[str]:
@@ -69,11 +71,15 @@ def goal_summary(rows: list[dict], datasets) -> list[str]:
         "layer chosen by inner CV (the fair baseline) and minus the best single layer picked "
         "on the test data (oracle); accuracy against the published ResNet-18 (28).",
         "",
-        "| data set | CAE defaults | vs layer by inner CV | vs oracle layer | "
-        "accuracy vs ResNet-18 (28) |",
-        "|---|---|---|---|---|",
     ]
-    differences = []
+    header = [
+        "data set",
+        "CAE defaults",
+        "vs layer by inner CV",
+        "vs oracle layer",
+        "accuracy vs ResNet-18 (28)",
+    ]
+    rows, differences = [], []
     for name in datasets:
         cae = main.get((name, "CAETransferFeaturizer (defaults)"))
         chosen = main.get((name, "BackboneFeaturizer, layer by inner CV"))
@@ -88,11 +94,16 @@ def goal_summary(rows: list[dict], datasets) -> list[str]:
         differences.append(cae["bacc"] - chosen["bacc"])
         published = PUBLISHED["ResNet-18 (28)"].get(name)
         versus = f"{cae['acc']:.3f} vs {published[0]:.3f}" if published else ""
-        lines.append(
-            f"| {name} | {fmt(cae, 'bacc')} | {100 * differences[-1]:+.1f} points | "
-            f"{100 * (cae['bacc'] - oracle['bacc']):+.1f} ({oracle['method'].split('=')[1]}) | "
-            f"{versus} |"
+        rows.append(
+            [
+                name,
+                fmt(cae, "bacc"),
+                f"{100 * differences[-1]:+.1f} points",
+                f"{100 * (cae['bacc'] - oracle['bacc']):+.1f} ({oracle['method'].split('=')[1]})",
+                versus,
+            ]
         )
+    lines.append(markdown_table(header, rows))
     if differences:
         lines += [
             "",
@@ -122,19 +133,19 @@ def write_markdown(rows: list[dict], meta: dict, path: Path) -> None:
         "",
     ]
     for name in meta["datasets"]:
-        lines += [
-            f"## {name}",
-            "",
-            "| method | accuracy | balanced acc. | ROC AUC | seconds |",
-            "|---|---|---|---|---|",
+        measured = [
+            [
+                r["method"] + (f" ({', '.join(r['layers'])})" if "layers" in r else ""),
+                *(fmt(r, key) for key in ("acc", "bacc", "auc")),
+                f"{r['seconds']:.1f}",
+            ]
+            for r in rows
+            if r["dataset"] == name and not r.get("label_efficiency")
         ]
-        for r in rows:
-            if r["dataset"] == name and not r.get("label_efficiency"):
-                extra = f" ({', '.join(r['layers'])})" if "layers" in r else ""
-                lines.append(
-                    f"| {r['method']}{extra} | {fmt(r, 'acc')} | {fmt(r, 'bacc')} | "
-                    f"{fmt(r, 'auc')} | {r['seconds']:.1f} |"
-                )
+        header = ["method", "accuracy", "balanced acc.", "ROC AUC", "seconds"]
+        lines += [f"## {name}", "", markdown_table(header, measured)]
+        # The published rows leave two cells blank as `| |`, which markdown_table writes
+        # as `|  |`: written here, so that the report of the saved rows stays as it was.
         for model, numbers in PUBLISHED.items():
             if name in numbers:
                 acc, auc = numbers[name]
@@ -149,16 +160,22 @@ def write_markdown(rows: list[dict], meta: dict, path: Path) -> None:
             "CAE fitted on all training images without labels; classifiers (and the "
             "fine-tuned network) see only the labelled fraction.",
             "",
-            "| data set | method | " + " | ".join(f"{f:.0%}" for f in LABEL_FRACTIONS) + " |",
-            "|---|---|" + "---|" * len(LABEL_FRACTIONS),
         ]
-        for dataset, method in dict.fromkeys((d, m) for d, m, _ in curves):
-            cells = [
-                fmt(curves[(dataset, method, f)], "bacc") if (dataset, method, f) in curves else ""
-                for f in LABEL_FRACTIONS
+        header = ["data set", "method", *(f"{f:.0%}" for f in LABEL_FRACTIONS)]
+        table = [
+            [
+                dataset,
+                method,
+                *(
+                    fmt(curves[(dataset, method, f)], "bacc")
+                    if (dataset, method, f) in curves
+                    else ""
+                    for f in LABEL_FRACTIONS
+                ),
             ]
-            lines.append(f"| {dataset} | {method} | " + " | ".join(cells) + " |")
-        lines.append("")
+            for dataset, method in dict.fromkeys((d, m) for d, m, _ in curves)
+        ]
+        lines += [markdown_table(header, table), ""]
     path.write_text("\n".join(lines))
 
 

@@ -3,23 +3,23 @@
 * :func:`load_split` and :func:`load_evaluation_set`: BreastMNIST, PneumoniaMNIST,
   RetinaMNIST (official train / test splits) and the COVID-19 X-ray set (5-fold
   stratified CV of all images, or its ``train`` / ``val`` folders);
+* :func:`per_class_subset`: a fixed number of images of each class (smoke runs, the
+  Dask benchmark). Which images are labelled for a label fraction and a seed is
+  ``sklearn_cae.datasets.stratified_subset``, imported by every benchmark that draws
+  labels (as by the demo), so that they all draw the same labelled images;
 * :func:`svc`: the classifier of every benchmark, ``StandardScaler + SVC(class_weight=
-  "balanced")``; :func:`scores` and :func:`summarise`: accuracy, balanced accuracy and
-  ROC AUC of one run, then mean ± std over runs;
-* :func:`subsample`: the label-efficiency rule (which images are labelled for a
-  fraction and a seed), the same in ``accuracy.py``, ``finetune.py``, ``signals.py``
-  and the demo;
+  "balanced")``; :func:`eval_features` fits it (or another model) and :func:`model_scores`
+  scores a fitted model: accuracy, balanced accuracy and ROC AUC (:func:`scores`);
+  :func:`summarize`: mean ± std over runs;
 * :func:`cv_bacc`: cross-validated balanced accuracy of :func:`svc`;
   :func:`backbone_features`: ``BackboneFeaturizer`` features as one block per layer;
-  :func:`linear_head_network` and :func:`input_normalisation`: the network that the
-  fine-tuning baselines train, and its input normalisation;
-* :func:`merge_rows`: result rows of a run replacing the saved rows of the same key.
+* :func:`merge_rows`: result rows of a run replacing the saved rows of the same key;
+  :func:`read_json` and :func:`write_json`; :class:`MarkdownLog`: a report printed as
+  it grows, then written; :func:`verdict_table`: a benchmark's goals, what it measured
+  and whether each goal was met.
 
 Not a script: the benchmarks import it (``sys.path`` holds ``benchmarks/`` when they
-run as ``python benchmarks/<name>.py``). It imports only what every release of
-``sklearn_cae`` has (``load_medmnist``) at import time, so that ``signals.py`` runs
-against an older checkout (``PYTHONPATH=<checkout>``, ``docs/method.md``); the rest
-of the package is imported where it is used.
+run as ``python benchmarks/<name>.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from sklearn_cae.datasets import load_medmnist
+from sklearn_cae.evaluation import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -81,8 +81,27 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, default_out: Path) -> 
     parser.add_argument("--out", type=Path, default=default_out, help="results folder")
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    """The settings of :func:`add_run_arguments`, shared by the benchmarks' configs."""
+
+    datasets: tuple[str, ...]
+    seeds: int
+    image_size: int
+    device: str
+    medmnist_root: Path
+    covid_root: Path
+    out: Path
+    quick: bool
+
+    @property
+    def n_jobs(self) -> int:
+        """Worker processes of the CV loops; 1 with --quick, where starting them costs more."""
+        return 1 if self.quick else -1
+
+
 def run_settings(args: argparse.Namespace) -> dict:
-    """The options of :func:`add_run_arguments` as keyword arguments of a config.
+    """The options of :func:`add_run_arguments` as keyword arguments of a :class:`RunConfig`.
 
     ``--quick`` means BreastMNIST (unless ``--datasets`` says otherwise), one seed and
     32-pixel images.
@@ -142,8 +161,8 @@ def load_evaluation_set(
 ) -> EvaluationSet:
     """Images, labels and evaluation splits of one data set.
 
-    With ``quick``, a stratified handful of the first split (:func:`quick_subset`): 12
-    training and 12 test images a class.
+    With ``quick``, a stratified handful of the first split (:func:`per_class_subset`):
+    12 training and 12 test images a class.
     """
     if name == "covid19_xray":
         data = np.load(Path(covid_root or default_covid_root()) / "covid19_xray.npz")
@@ -157,14 +176,14 @@ def load_evaluation_set(
         splits = [(np.arange(len(X_train)), np.arange(len(X_train), len(X)))]
     if quick:
         train, test = splits[0]
-        (X_train, y_train), (X_test, y_test) = (quick_subset(X[i], y[i]) for i in (train, test))
+        (X_train, y_train), (X_test, y_test) = (per_class_subset(X[i], y[i]) for i in (train, test))
         X, y = np.concatenate([X_train, X_test]), np.concatenate([y_train, y_test])
         splits = [(np.arange(len(y_train)), np.arange(len(y_train), len(y)))]
     return EvaluationSet(X=X, y=y, splits=splits, n_classes=int(y.max()) + 1)
 
 
-def quick_subset(X, y, per_class: int = 12, seed: int = 0):
-    """A stratified handful of images for a smoke run: ``per_class`` of each class."""
+def per_class_subset(X, y, per_class: int = 12, seed: int = 0):
+    """``per_class`` images of each class, drawn without replacement, in their order in ``X``."""
     rng = np.random.default_rng(seed)
     index = np.concatenate(
         [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in np.unique(y)]
@@ -175,37 +194,6 @@ def quick_subset(X, y, per_class: int = 12, seed: int = 0):
 def channels_last(X: np.ndarray) -> np.ndarray:
     """(n, H, W) or (n, H, W, C) uint8 arrays as channels-last (n, H, W, C)."""
     return X[..., None] if X.ndim == 3 else X
-
-
-def subsample(y, fraction: float, seed: int) -> np.ndarray:
-    """A stratified subset of indices with at least 2 labels per class.
-
-    ``sklearn_cae.datasets.stratified_subset(y, fraction, random_state=seed)``; with a
-    release of the package from before that function (run from its checkout on
-    ``PYTHONPATH``, as for the previous release's rows of ``signals.json``), the same
-    rule from :func:`stratified_subset_rule`.
-    """
-    try:
-        from sklearn_cae.datasets import stratified_subset
-    except ImportError:  # an older checkout on PYTHONPATH
-        return stratified_subset_rule(y, fraction, seed)
-    return stratified_subset(y, fraction, random_state=seed)
-
-
-def stratified_subset_rule(y, fraction: float, seed: int) -> np.ndarray:
-    """``stratified_subset``'s rule, kept here for releases that lack the function.
-
-    A test holds it equal to the package's function.
-    """
-    y = np.asarray(y)
-    if fraction >= 1:
-        return np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    parts = [
-        rng.choice(members, max(2, round(fraction * len(members))), replace=False)
-        for members in (np.flatnonzero(y == c) for c in np.unique(y))
-    ]
-    return np.sort(np.concatenate(parts))
 
 
 # ------------------------------------------------------------------------- features
@@ -222,31 +210,6 @@ def backbone_features(X, layers: Sequence[str] | None = None, **params) -> dict[
     F = featurizer.transform(X)
     edges = np.cumsum([0, *featurizer.n_channels_])
     return {name: F[:, a:b] for name, a, b in zip(layers, edges[:-1], edges[1:], strict=True)}
-
-
-@cache
-def input_normalisation(backbone: str = BACKBONE) -> tuple[tuple, tuple]:
-    """Per-channel mean and std of the backbone's input, as the featurizers feed it."""
-    from sklearn_cae.backbones import load_backbone
-
-    spec = load_backbone(backbone, "DEFAULT")
-    return tuple(spec.mean), tuple(spec.std)
-
-
-def linear_head_network(n_classes: int, backbone: str = BACKBONE):
-    """The pretrained backbone, its classifier replaced by a new linear layer.
-
-    The network of the fine-tuning baselines (``accuracy.py``, ``finetune.py``), in
-    channels-last memory format; it takes images normalised by
-    :func:`input_normalisation`.
-    """
-    import torch
-
-    from sklearn_cae.backbones import load_backbone
-
-    model = load_backbone(backbone, "DEFAULT").model
-    model.reset_classifier(n_classes)
-    return model.to(memory_format=torch.channels_last)
 
 
 # -------------------------------------------------------------------------- metrics
@@ -283,13 +246,18 @@ def scores(y_true, y_pred, y_score, n_classes: int) -> dict:
     }
 
 
-def eval_features(F_train, y_train, F_test, y_test, n_classes: int) -> dict:
-    """:func:`scores` of :func:`svc` fitted on the training features."""
-    model = svc().fit(F_train, y_train)
-    return scores(y_test, model.predict(F_test), model.decision_function(F_test), n_classes)
+def model_scores(model, X_test, y_test, n_classes: int) -> dict:
+    """:func:`scores` of a fitted model: its predictions and decision function on ``X_test``."""
+    return scores(y_test, model.predict(X_test), model.decision_function(X_test), n_classes)
 
 
-def summarise(runs: list[dict]) -> dict:
+def eval_features(F_train, y_train, F_test, y_test, n_classes: int, model=None) -> dict:
+    """Fit ``model`` (default: :func:`svc`) on the training features; its :func:`model_scores`."""
+    model = svc() if model is None else model
+    return model_scores(model.fit(F_train, y_train), F_test, y_test, n_classes)
+
+
+def summarize(runs: list[dict]) -> dict:
     """Mean and std of each score over runs, and their number."""
     out = {}
     for key in ("acc", "bacc", "auc"):
@@ -300,14 +268,53 @@ def summarise(runs: list[dict]) -> dict:
 
 
 # -------------------------------------------------------------------------- output
-def merge_rows(old: Iterable[dict], new: Iterable[dict], keys: Sequence[str]) -> list[dict]:
-    """``old`` less the rows that ``new`` replaces (equal values at ``keys``), then ``new``."""
+def merge_rows(
+    old: Iterable[dict], new: Iterable[dict], keys: Sequence[str], *, sort: bool = False
+) -> list[dict]:
+    """``old`` less the rows that ``new`` replaces (equal values at ``keys``), then ``new``.
+
+    With ``sort``, the result is sorted by the values at ``keys`` (compared as text).
+    """
     new = list(new)
     fresh = {tuple(row[k] for k in keys) for row in new}
-    return [row for row in old if tuple(row[k] for k in keys) not in fresh] + new
+    merged = [row for row in old if tuple(row[k] for k in keys) not in fresh] + new
+    if sort:
+        merged.sort(key=lambda row: tuple(str(row[k]) for k in keys))
+    return merged
+
+
+def read_json(path: Path, default=None):
+    """The JSON object saved at ``path``, or ``default`` when there is no such file."""
+    return json.loads(path.read_text()) if path.exists() else default
 
 
 def write_json(obj, path: Path) -> None:
     """Write ``obj`` as indented JSON, creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1, default=str))
+
+
+class MarkdownLog:
+    """A report's Markdown lines, printed as they come and written at the end.
+
+    Call it with a line (``out(line)``); :meth:`write` saves every line so far.
+    """
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def __call__(self, line: str = "") -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def write(self, path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(self.lines) + "\n")
+        print(f"wrote {path}")
+
+
+def verdict_table(goals: Sequence[tuple[str, str, bool]]) -> str:
+    """A ``| target | measured | met |`` table, one row per (target, measured, met) goal."""
+    rows = [(target, measured, "yes" if met else "no") for target, measured, met in goals]
+    return markdown_table(["target", "measured", "met"], rows)

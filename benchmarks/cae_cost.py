@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import add_data_arguments, load_split
 
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
+from sklearn_cae.evaluation import markdown_table
 
 # (stage, how cProfile names the function: file suffix, function name). Nested stages
 # are indented in the first column. The names are where the work happens, private
@@ -38,7 +39,7 @@ from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
 # (tests/test_benchmark_smoke.py checks that each still exists).
 STAGES = [
     ("backbone pass (decode, preprocess, forward)", "featurizer.py", "_iter_half_maps"),
-    ("  of which backbone forward", "backbones.py", "forward"),
+    ("  of which backbone forward", "backbones/_features.py", "forward"),
     ("map standardisation", "feature_maps.py", "standardize"),
     ("CAE training (fit_autoencoder)", "cae.py", "fit_autoencoder"),
     ("  training steps (forward, backward, optimizer)", "net.py", "train_step"),
@@ -104,14 +105,13 @@ def main(argv=None) -> None:
         f"{total:.1f} s (**{total / backbone_seconds:.1f}x** the backbone featurizer; "
         "the profiler adds a few percent).",
         "",
-        "| stage | seconds | share |",
-        "|---|---|---|",
     ]
+    rows = []
     for stage, suffix, name in STAGES:
         seconds = cumulative(stats, suffix, name)
-        lines.append(f"| {stage} | {seconds:.1f} | {seconds / total:.0%} |")
-    lines.append(f"| **total** | {total:.1f} | 100% |")
-    lines.append("")
+        rows.append([stage, f"{seconds:.1f}", f"{seconds / total:.0%}"])
+    rows.append(["**total**", f"{total:.1f}", "100%"])
+    lines += [markdown_table(["stage", "seconds", "share"], rows), ""]
     text = "\n".join(lines)
     print(text)
     path = Path(args.out)

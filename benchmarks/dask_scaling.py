@@ -9,8 +9,10 @@ The same ``GridSearchCV`` (``CAETransferFeaturizer`` + logistic regression, 4 ca
   1-worker cluster is the in-process run: joblib runs ``n_jobs`` = 1 sequentially.
 
 Cluster start-up and the per-worker warm-up (importing torch, loading the Lite0 weights)
-are timed apart from the search. Every run must find the same best parameters and the
-same scores. Writes a Markdown table to ``--out``.
+are timed apart from the search. Its goals: every run (each repeat of each row) finds the
+same best parameters and the same fold scores as the first in-process run. Writes a
+Markdown table and the verdict to ``--out``; a missed goal makes the script exit with
+status 1.
 
 Usage::
 
@@ -36,24 +38,25 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-REPO = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(BENCH))
+
+from bench_common import load_split, per_class_subset, verdict_table  # noqa: E402
 
 from sklearn_cae import CAETransferFeaturizer  # noqa: E402
 from sklearn_cae.dask import TorchWorkerPlugin  # noqa: E402
-from sklearn_cae.datasets import load_medmnist  # noqa: E402
+from sklearn_cae.evaluation import markdown_table  # noqa: E402
 
 GRID = {"feat__bottleneck": [16, 32], "feat__pooling": ["avg", "avgmax"]}
+FOLDS = 3
 
 
 def _data(n: int, root: str | None):
-    X, y = load_medmnist("breastmnist", split="train", root=root)
-    rng = np.random.default_rng(0)
-    # Stratified subset, balanced classes.
-    index = np.concatenate(
-        [rng.choice(np.flatnonzero(y == label), n // 2, replace=False) for label in (0, 1)]
-    )
-    return X[index], y[index]
+    """``n`` BreastMNIST training images, half of each class."""
+    X, y = load_split("breastmnist", "train", medmnist_root=root)
+    return per_class_subset(X, y, n // 2, seed=0)
 
 
 def _search(args, n_jobs=None) -> GridSearchCV:
@@ -74,7 +77,7 @@ def _search(args, n_jobs=None) -> GridSearchCV:
             ("clf", LogisticRegression(max_iter=2000)),
         ]
     )
-    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    cv = StratifiedKFold(FOLDS, shuffle=True, random_state=0)
     return GridSearchCV(pipe, GRID, cv=cv, refit=False, n_jobs=n_jobs)
 
 
@@ -114,7 +117,39 @@ def _on_cluster(args, X, y, client: Client) -> dict:
     return {"seconds": seconds, "search": search, "busy": busy / seconds}
 
 
-def main(argv=None) -> None:
+def same_scores(search: GridSearchCV, reference: GridSearchCV) -> bool:
+    """Whether every fold score of ``search`` equals that of ``reference``."""
+    return all(
+        np.array_equal(
+            search.cv_results_[f"split{i}_test_score"],
+            reference.cv_results_[f"split{i}_test_score"],
+        )
+        for i in range(FOLDS)
+    )
+
+
+def goals(runs: dict[str, list[dict]], reference: GridSearchCV) -> list[tuple[str, str, bool]]:
+    """The benchmark's goals: every run finds the reference's best parameters and scores."""
+    searches = [r["search"] for repeats in runs.values() for r in repeats]
+    best = [s.best_params_ for s in searches]
+    differ = [b for b in best if b != reference.best_params_]
+    equal_scores = sum(same_scores(s, reference) for s in searches)
+    return [
+        (
+            "every run finds the same best parameters",
+            f"{len(best) - len(differ)} of {len(best)} runs: {reference.best_params_}"
+            + (f"; others: {differ}" if differ else ""),
+            not differ,
+        ),
+        (
+            "every run's fold scores equal the in-process run's",
+            f"{equal_scores} of {len(searches)} runs",
+            equal_scores == len(searches),
+        ),
+    ]
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=180, help="training images (balanced)")
     parser.add_argument("--image-size", type=int, default=32)
@@ -161,30 +196,31 @@ def main(argv=None) -> None:
         f"`GridSearchCV` over {GRID} x 3 folds = 12 CAE fits ({args.epochs} epochs, "
         f"no early stopping), `refit=False`. {args.repeats} interleaved repeats per row.",
         "",
-        "| run | search s, median (min-max) | speed-up vs 1 worker (median) | busy workers "
-        "| cluster start + warm-up (s) | best params | same scores |",
-        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
+    header = [
+        "run", "search s, median (min-max)", "speed-up vs 1 worker (median)", "busy workers",
+        "cluster start + warm-up (s)", "best params", "same scores",
+    ]  # fmt: skip
+    table = []
     for name, repeats in runs.items():
         seconds = [r["seconds"] for r in repeats]
-        search = repeats[0]["search"]
-        same = all(
-            np.array_equal(
-                r["search"].cv_results_[f"split{i}_test_score"],
-                reference.cv_results_[f"split{i}_test_score"],
-            )
-            for r in repeats
-            for i in range(3)
-        )
+        same = all(same_scores(r["search"], reference) for r in repeats)
         busy = f"{np.median([r['busy'] for r in repeats]):.2f}" if "busy" in repeats[0] else "-"
         n_workers = 2 if "2 workers" in name else None
-        setup = f"{clusters[n_workers][1]:.1f}" if n_workers else "-"
-        lines.append(
-            f"| {name} | {np.median(seconds):.1f} ({min(seconds):.1f}-{max(seconds):.1f}) | "
-            f"{one_worker / np.median(seconds):.2f}x | {busy} | {setup} | "
-            f"{search.best_params_} | {'yes' if same else 'NO'} |"
+        table.append(
+            [
+                name,
+                f"{np.median(seconds):.1f} ({min(seconds):.1f}-{max(seconds):.1f})",
+                f"{one_worker / np.median(seconds):.2f}x",
+                busy,
+                f"{clusters[n_workers][1]:.1f}" if n_workers else "-",
+                repeats[0]["search"].best_params_,
+                "yes" if same else "NO",
+            ]
         )
+    verdict = goals(runs, reference)
     lines += [
+        markdown_table(header, table),
         "",
         "Speed-up is the in-process (= 1 worker, see below) median divided by the row's "
         "median. A `LocalCluster` of 1 worker is not a row: joblib runs a search whose "
@@ -196,12 +232,15 @@ def main(argv=None) -> None:
         "other load eats into that. *Same scores*: every fold score of every repeat equals "
         "the in-process, 1-thread run's. Worker start-up (torch import, Lite0 weights, by "
         "`TorchWorkerPlugin`) is paid once per cluster, not per fit.",
+        "",
+        verdict_table(verdict),
     ]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    return 0 if all(met for _, _, met in verdict) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

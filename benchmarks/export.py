@@ -2,18 +2,23 @@
 
 For each data set: a ``CAETransferFeaturizer`` (defaults, 128 px) + ``svc()`` fitted on
 a stratified subset of the training split, exported with
-:func:`sklearn_cae.export.export_onnx`, then, on the test split (COVID-19: ``val``):
+:func:`sklearn_cae.export.export_onnx` twice, with each graph input type
+(``input_dtype="float32"``, the default, and ``"uint8"``), then, on the test split
+(COVID-19: ``val``):
 
-* the labels of the graph (onnxruntime, CPU) on ``resize_images`` of the test images
-  against ``predict`` of the pipeline on the same resized uint8 images, and on the
-  original images (the uint8 rounding of the resize is then part of the difference);
-* the largest feature difference, relative to the largest feature, on the same input;
-* throughput: ``transform`` of the featurizer and the graph's features and labels by
-  onnxruntime on the same resized uint8 batches, interleaved, best of ``--repeats``.
+* the labels of each graph (onnxruntime, CPU) on ``resize_images`` of the test images
+  (``dtype`` the graph's) against ``predict`` of the pipeline on the images as stored
+  (what a user compares with), and for the uint8 graph also against ``predict`` on the
+  same resized uint8 images (the rounding then excluded);
+* the largest feature difference, relative to the largest feature, of each graph
+  against ``transform`` of the stored images;
+* throughput: ``transform`` of the featurizer and the float32 graph's features and
+  labels by onnxruntime, each on the test images already resized, interleaved, best of
+  ``--repeats``.
 
 Writes ``benchmarks/results/export.md``::
 
-    OMP_NUM_THREADS=2 python benchmarks/export.py
+    OMP_NUM_THREADS=1 python benchmarks/export.py --threads 1
 """
 
 from __future__ import annotations
@@ -21,21 +26,27 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common
+
 from bench_common import (
     DATASETS,
     RESULTS,
     add_data_arguments,
     load_split,
-    quick_subset,
-    subsample,
+    per_class_subset,
     svc,
 )
+
+from sklearn_cae.datasets import stratified_subset
+from sklearn_cae.evaluation import markdown_table
 
 
 def fitted_pipeline(X, y, image_size: int, quick: bool):
@@ -58,58 +69,74 @@ def best_rate(run, n_images: int, repeats: int) -> float:
     return n_images / min(times)
 
 
-def measure(name: str, args) -> dict:
+def session_on(pipe, folder: Path, input_dtype: str, threads: int):
+    """Export ``pipe`` with ``input_dtype``; the session on it, export seconds, graph MB."""
     import onnxruntime
 
-    from sklearn_cae.export import export_onnx, read_metadata, resize_images
+    from sklearn_cae.export import export_onnx
+
+    path = folder / f"model-{input_dtype}.onnx"
+    start = time.perf_counter()
+    export_onnx(pipe, path, input_dtype=input_dtype)
+    export_s = time.perf_counter() - start
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session, export_s, path.stat().st_size / 1e6
+
+
+def relative_difference(got, expected) -> float:
+    return float(np.abs(got - expected).max() / np.abs(expected).max())
+
+
+def measure(name: str, args) -> dict:
+    from sklearn_cae.export import read_metadata, resize_images
 
     X, y = load_split(name, "train", medmnist_root=args.medmnist_root, covid_root=args.covid_root)
     X_test, _ = load_split(
         name, "test", medmnist_root=args.medmnist_root, covid_root=args.covid_root
     )
     if args.quick:
-        X, y = quick_subset(X, y)
+        X, y = per_class_subset(X, y)
         X_test = X_test[:48]
     elif len(y) > args.train_images:
-        keep = subsample(y, args.train_images / len(y), seed=0)
+        keep = stratified_subset(y, args.train_images / len(y), random_state=0)
         X, y = X[keep], y[keep]
     pipe = fitted_pipeline(X, y, args.image_size, args.quick)
+    predicted = pipe.predict(X_test)
+    expected = pipe[0].transform(X_test)
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.onnx"
-        start = time.perf_counter()
-        export_onnx(pipe, path)
-        export_s = time.perf_counter() - start
-        size_mb = path.stat().st_size / 1e6
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = args.threads
-        session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
-    images = resize_images(X_test, read_metadata(session)["image_size"])
+        session, export_s, size_mb = session_on(pipe, Path(folder), "float32", args.threads)
+        session_uint8, _, _ = session_on(pipe, Path(folder), "uint8", args.threads)
+    size = read_metadata(session)["image_size"]
+    images = resize_images(X_test, size, dtype="float32")
+    images_uint8 = resize_images(X_test, size, dtype="uint8")
     label, _, features = session.run(None, {"images": images})
-    expected = pipe[0].transform(images)
+    label_uint8, _, features_uint8 = session_uint8.run(None, {"images": images_uint8})
     batch = pipe[0].batch_size
-    speed_images = images[: args.speed_images]
+    speed_uint8, speed_float = images_uint8[: args.speed_images], images[: args.speed_images]
 
     def onnx_run():
-        for start in range(0, len(speed_images), batch):
-            session.run(None, {"images": speed_images[start : start + batch]})
+        for start in range(0, len(speed_float), batch):
+            session.run(None, {"images": speed_float[start : start + batch]})
 
     rates = {"transform": [], "onnx": []}
     for _ in range(args.repeats):  # interleaved: both see the same machine load
         rates["transform"].append(
-            best_rate(lambda: pipe[0].transform(speed_images), len(speed_images), 1)
+            best_rate(lambda: pipe[0].transform(speed_uint8), len(speed_uint8), 1)
         )
-        rates["onnx"].append(best_rate(onnx_run, len(speed_images), 1))
+        rates["onnx"].append(best_rate(onnx_run, len(speed_float), 1))
     return {
         "data set": name,
         "train / test images": f"{len(y)} / {len(X_test)}",
         "test image shape": "x".join(map(str, X_test.shape[1:])),
-        "labels agree (same uint8 input)": float(np.mean(label == pipe.predict(images))),
-        "labels agree (original images)": float(np.mean(label == pipe.predict(X_test))),
-        "max feature difference (relative)": float(
-            np.abs(features - expected).max() / np.abs(expected).max()
+        "labels agree, float32 input": float(np.mean(label == predicted)),
+        "labels agree, uint8 input": float(np.mean(label_uint8 == predicted)),
+        "labels agree, uint8 input (same uint8 images)": float(
+            np.mean(label_uint8 == pipe.predict(images_uint8))
         ),
+        "max feature difference, float32 (relative)": relative_difference(features, expected),
+        "max feature difference, uint8 (relative)": relative_difference(features_uint8, expected),
         "transform images/s": max(rates["transform"]),
         "onnxruntime images/s": max(rates["onnx"]),
         "export s": export_s,
@@ -124,10 +151,11 @@ def markdown(rows: list[dict], args, started: str) -> str:
     import sklearn_cae
 
     columns = list(rows[0])
+    threads = f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}"
     lines = [
         "# ONNX export: agreement and CPU speed",
         "",
-        f"Command: `python benchmarks/export.py{' --quick' if args.quick else ''}`",
+        f"Command: `{' '.join([threads, 'python', 'benchmarks/export.py', *args.argv])}`",
         "",
         f"- date: {started}",
         f"- load average (1 min) at the end: {os.getloadavg()[0]:.1f}",
@@ -139,31 +167,33 @@ def markdown(rows: list[dict], args, started: str) -> str:
         f"+ StandardScaler + SVC(class_weight='balanced'), fitted on at most "
         f"{args.train_images} training images (stratified); test: the test split "
         "(COVID-19: val).",
-        "- the graph takes uint8 images at image_size: `resize_images` resizes the test "
-        "images (antialiased bilinear, rounded to uint8). 'same uint8 input': `predict` on "
-        "those images; 'original images': `predict` on the images as stored, which it "
-        "resizes in float32 itself.",
-        f"- speed: the first {args.speed_images} resized test images in batches of 64, "
-        f"`transform` vs `session.run` (features and labels), interleaved, best of "
-        f"{args.repeats}.",
+        "- each graph's input is `resize_images(test images, image_size, dtype=...)` "
+        "(antialiased bilinear): float32 keeps the resized values (the default, "
+        "`export_onnx(..., input_dtype='float32')`), uint8 rounds them. 'labels agree': "
+        "the graph's labels against `predict` on the images as stored (which resizes them "
+        "in float32 itself); '(same uint8 images)': against `predict` on the uint8 graph's "
+        "own input, the rounding excluded. Feature differences: each graph against "
+        "`transform` of the stored images.",
+        f"- speed: the first {args.speed_images} test images, already resized, in batches "
+        f"of 64: `transform` (uint8 images at image_size) vs `session.run` of the float32 "
+        f"graph (features and labels), interleaved, best of {args.repeats}.",
         "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
+        markdown_table(
+            columns, [[cell(column, row[column]) for column in columns] for row in rows]
+        ),
     ]
-    for row in rows:
-        cells = []
-        for column in columns:
-            value = row[column]
-            if isinstance(value, float) and "agree" in column:
-                cells.append(f"{100 * value:.2f}%")
-            elif isinstance(value, float) and "relative" in column:
-                cells.append(f"{value:.1e}")
-            elif isinstance(value, float):
-                cells.append(f"{value:.1f}")
-            else:
-                cells.append(str(value))
-        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def cell(column: str, value) -> str:
+    """A value of the table: agreements in percent, the relative difference in e-notation."""
+    if isinstance(value, float) and "agree" in column:
+        return f"{100 * value:.2f}%"
+    if isinstance(value, float) and "relative" in column:
+        return f"{value:.1e}"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
 
 
 def main(argv=None) -> None:
@@ -178,6 +208,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "export.md")
     add_data_arguments(parser)
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     if args.quick:
         args.image_size = 32
     started = datetime.now().isoformat(timespec="seconds")

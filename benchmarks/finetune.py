@@ -1,23 +1,42 @@
-"""A competent fine-tuning baseline for few labels (issue 11, part 3).
+"""A competent fine-tuning baseline for few labels (issue 11, part 3), trained with skorch.
 
 Fine-tunes the offline ImageNet EfficientNet-Lite0 end to end on the labelled images
-of a stratified label subset (the same ``subsample(y, fraction, seed)`` rule, from
-``benchmarks/bench_common.py``, as ``benchmarks/accuracy.py``, so the labelled images
-match its label-efficiency rows) and scores balanced accuracy, accuracy and ROC AUC on
-the test split. The recipe (``RECIPE``; docs in ``benchmarks/results/finetune.md``):
+of a stratified label subset (``sklearn_cae.datasets.stratified_subset(y, fraction,
+random_state=seed)``, as in ``benchmarks/accuracy.py``, so the labelled images match its
+label-efficiency rows) and scores balanced accuracy, accuracy and ROC AUC on the test
+split. It is the benchmarks' one fine-tuning implementation: the fine-tuning rows of
+``accuracy.py`` run :func:`fine_tune_run` too. The recipe (``RECIPE``; docs in
+``benchmarks/results/finetune.md``):
 
-1. images at 128 px, normalised as the featurizers feed Lite0;
+1. images at 128 px, normalized as the featurizers feed Lite0;
 2. linear-probe warm start: a class-balanced logistic regression (C by inner CV) on the
    frozen pooled features, copied into the new head;
-3. all layers trained with AdamW, the backbone at a 10x lower learning rate than the
-   head, weight decay on weights only, BatchNorm statistics frozen, a linear warm-up
-   then a cosine decay, class-balanced cross-entropy;
+3. all layers trained by a skorch ``NeuralNetClassifier``: AdamW, the backbone at a 10x
+   lower learning rate than the head, weight decay on weights only, BatchNorm
+   statistics frozen, a linear warm-up then a cosine decay stepped every batch
+   (skorch's ``LRScheduler`` around torch's ``LambdaLR``), class-balanced cross-entropy;
 4. augmentation: random resized crop (mild scale), small rotation and translation,
    horizontal flips only where anatomy allows, realistic intensity changes
-   (``sklearn_cae.corruptions.corrupt``);
-5. early stopping on a stratified validation part of the labelled images (the probe
-   itself is checkpoint 0) when every class has enough labelled images; otherwise a
-   fixed short schedule on all of them.
+   (``sklearn_cae.corruptions.corrupt``), applied to each training batch;
+5. early stopping on a stratified validation part of the labelled images when every
+   class has enough labelled images (skorch's ``EpochScoring`` for the validation
+   balanced accuracy, ``EarlyStopping(load_best=True)``; the probe itself is epoch 0);
+   otherwise a fixed schedule on all of them.
+
+How this differs from the hand-written loop that produced the saved
+``benchmarks/results/finetune.{json,md}`` (not rerun since):
+
+* the schedule is whole epochs: ``epochs`` x batches per epoch, clipped to
+  [``min_steps``, ``max_steps``] steps, rounded to whole epochs (the loop stopped at
+  the step count itself);
+* validation after every epoch, ``patience`` counted in epochs (the loop validated 10
+  times per run, wherever the steps fell, and counted patience in those checks);
+* a tie in validation balanced accuracy keeps the earlier weights (the loop preferred
+  the lower validation loss); selection on the validation loss alone (the loop's
+  ``stop_on="loss"``) is gone;
+* batches are shuffled by the DataLoader's generator and augmented from a second one,
+  both seeded by the run's seed (the loop drew both from one generator): the same
+  distributions, other draws.
 
 Usage::
 
@@ -38,6 +57,7 @@ import os
 import sys
 import time
 import warnings
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -48,19 +68,41 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_class_weight
+from skorch import NeuralNetClassifier
+from skorch.callbacks import EarlyStopping, EpochScoring, LRScheduler
+from skorch.dataset import Dataset
+from skorch.helper import predefined_split
+from torch import nn
+from torch.utils.data import default_collate
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
-import bench_common  # noqa: E402
-from bench_common import DATASETS, quick_subset, scores, subsample  # noqa: E402
+from bench_common import (  # noqa: E402
+    BACKBONE,
+    DATASETS,
+    RESULTS,
+    add_data_arguments,
+    load_split,
+    merge_rows,
+    per_class_subset,
+    read_json,
+    scores,
+    write_json,
+)
 
+from sklearn_cae.backbones import load_backbone  # noqa: E402
 from sklearn_cae.corruptions import corrupt  # noqa: E402
+from sklearn_cae.datasets import stratified_subset  # noqa: E402
+from sklearn_cae.devices import autocast, resolve_device  # noqa: E402
+from sklearn_cae.evaluation import markdown_table  # noqa: E402
 from sklearn_cae.images import preprocess_batch  # noqa: E402
 
 FRACTIONS = (0.05, 0.10, 0.25)
+# What identifies a result row: a rerun replaces the row of the same key.
+KEY = ("dataset", "fraction", "seed")
 # Horizontal flips only where the anatomy is mirror-symmetric: breast ultrasound and
 # fundus photographs (left / right eyes), not chest X-rays (the heart is on the left).
 FLIP = {"breastmnist": True, "retinamnist": True, "pneumoniamnist": False, "covid19_xray": False}
@@ -72,12 +114,10 @@ RECIPE = {
     "backbone_lr_ratio": 0.1,  # backbone lr = head lr x this
     "weight_decay": 0.01,
     "warmup": 0.1,  # fraction of the steps
-    "epochs": 30,  # cosine schedule length, clipped to [min_steps, max_steps] steps
+    "epochs": 30,  # schedule length, clipped to [min_steps, max_steps] steps, whole epochs
     "min_steps": 60,
     "max_steps": 150,  # CPU budget: 150 steps of 32 images is ~2.5 min on one core
-    "checkpoints": 10,  # validations per run (plus the probe before the first step)
-    "patience": 3,  # checkpoints without a better validation score
-    "stop_on": "bacc",  # or "loss" (class-weighted validation cross-entropy)
+    "patience": 3,  # epochs without a better validation balanced accuracy
     "val_fraction": 0.2,
     "min_per_class_for_val": 100,  # fewer labelled images in a class: fixed schedule
     "freeze_bn_stats": True,
@@ -91,15 +131,8 @@ RECIPE = {
 
 
 # ----------------------------------------------------------------------------- data
-def load_split(name: str, split: str, args) -> tuple[np.ndarray, np.ndarray]:
-    """Images (n, H, W[, C]) uint8 and labels of a training or test split."""
-    return bench_common.load_split(
-        name, split, medmnist_root=args.medmnist_root, covid_root=args.covid_root
-    )
-
-
-def to_unit(X: np.ndarray, size: int) -> torch.Tensor:
-    """Images resized to ``size`` in [0, 1], one channel for grey images, three for colour."""
+def resized_images(X: np.ndarray, size: int) -> torch.Tensor:
+    """Images resized to ``size`` with values in [0, 1]; one channel for grey images."""
     images = X[..., None] if X.ndim == 3 else X
     parts = [
         preprocess_batch(
@@ -107,19 +140,27 @@ def to_unit(X: np.ndarray, size: int) -> torch.Tensor:
         )
         for s in range(0, len(images), 256)
     ]
-    unit = torch.cat(parts).contiguous()
-    return unit[:, :1].contiguous() if images.shape[-1] == 1 else unit
+    batch = torch.cat(parts).contiguous()
+    return batch[:, :1].contiguous() if images.shape[-1] == 1 else batch
 
 
-def normalise(unit: torch.Tensor) -> torch.Tensor:
-    """[0, 1] images (1 or 3 channels) -> Lite0's input, channels_last.
+@cache
+def input_normalization(backbone: str = BACKBONE) -> tuple[tuple, tuple]:
+    """Per-channel mean and std of the backbone's input, as the featurizers feed it."""
+    spec = load_backbone(backbone, "DEFAULT")
+    return tuple(spec.mean), tuple(spec.std)
 
-    Normalised as the featurizers feed Lite0 (:func:`bench_common.input_normalisation`).
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images (1 or 3 channels) -> Lite0's input, channels_last, on their device.
+
+    Normalized as the featurizers feed Lite0 (:func:`input_normalization`).
     """
-    x = unit.expand(-1, 3, -1, -1) if unit.shape[1] == 1 else unit
-    lite_mean, lite_std = bench_common.input_normalisation()
-    mean = torch.tensor(lite_mean).view(1, 3, 1, 1)
-    std = torch.tensor(lite_std).view(1, 3, 1, 1)
+    x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+    mean, std = (
+        torch.tensor(values, device=images.device).view(1, 3, 1, 1)
+        for values in input_normalization()
+    )
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
@@ -129,10 +170,10 @@ def _uniform(generator, n, low, high):
 
 
 def random_affine(
-    unit: torch.Tensor, generator: torch.Generator, flip: bool, recipe
+    images: torch.Tensor, generator: torch.Generator, flip: bool, recipe
 ) -> torch.Tensor:
     """Random resized crop, rotation, translation and (optionally) horizontal flip."""
-    n = len(unit)
+    n = len(images)
     area = _uniform(generator, n, *recipe["crop_scale"])
     log_ratio = _uniform(generator, n, *np.log(recipe["crop_ratio"]))
     sx = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1)
@@ -150,41 +191,91 @@ def random_affine(
         ],
         1,
     )
-    grid = F.affine_grid(theta, list(unit.shape), align_corners=False)
-    return F.grid_sample(unit, grid, padding_mode="reflection", align_corners=False)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, padding_mode="reflection", align_corners=False)
 
 
-def augment(unit: torch.Tensor, generator: torch.Generator, flip: bool, recipe) -> torch.Tensor:
-    out = random_affine(unit, generator, flip, recipe).clamp(0, 1)
+def augment(images: torch.Tensor, generator: torch.Generator, flip: bool, recipe) -> torch.Tensor:
+    out = random_affine(images, generator, flip, recipe).clamp(0, 1)
     return corrupt(out, generator) if recipe["intensity"] else out
 
 
+class AugmentedBatches:
+    """``collate_fn`` of the training DataLoader: the batch as it stacks it, augmented.
+
+    Its own generator, seeded once per run, draws the augmentation of every batch.
+    """
+
+    def __init__(self, flip: bool, recipe: dict, seed: int):
+        self.flip = flip
+        self.recipe = recipe
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, items):
+        images, y = default_collate(items)
+        return augment(images, self.generator, self.flip, self.recipe), y
+
+
 # ------------------------------------------------------------------------- network
-def build_model(n_classes: int) -> torch.nn.Module:
-    """Lite0 with a new linear head (:func:`bench_common.linear_head_network`)."""
-    return bench_common.linear_head_network(n_classes)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-@torch.inference_mode()
-def pooled_features(model, unit: torch.Tensor, batch: int = 128) -> np.ndarray:
-    """The frozen pooled 1280-d features (the head's input), in eval mode."""
-    model.eval()
-    out = [
-        model.forward_head(model.forward_features(normalise(unit[s : s + batch])), pre_logits=True)
-        for s in range(0, len(unit), batch)
-    ]
-    return torch.cat(out).float().numpy()
+def linear_head_network(n_classes: int, backbone: str = BACKBONE) -> nn.Module:
+    """The pretrained backbone, its classifier replaced by a new linear layer.
+
+    In channels-last memory format; it takes images normalized by :func:`normalize`.
+    """
+    model = load_backbone(backbone, "DEFAULT").model
+    model.reset_classifier(n_classes)
+    return model.to(memory_format=torch.channels_last)
 
 
-@torch.inference_mode()
-def predict_proba(model, unit: torch.Tensor, batch: int = 128) -> np.ndarray:
-    model.eval()
-    out = [model(normalise(unit[s : s + batch])) for s in range(0, len(unit), batch)]
-    return torch.cat(out).float().softmax(1).numpy()
+class FineTuningNetwork(nn.Module):
+    """:func:`linear_head_network` fed [0, 1] images: the module that skorch trains.
+
+    It normalizes its input (:func:`normalize`) and runs under bf16 autocast on CUDA.
+    With ``freeze_bn_stats``, its BatchNorm layers stay in eval mode while the rest
+    trains, so their statistics stay ImageNet's: the probe saw features made with them.
+    """
+
+    def __init__(self, n_classes: int, freeze_bn_stats: bool = True):
+        super().__init__()
+        self.model = linear_head_network(n_classes)
+        self.freeze_bn_stats = freeze_bn_stats
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.model.get_classifier()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.freeze_bn_stats:
+            for module in self.modules():
+                if isinstance(module, BATCH_NORMS):
+                    module.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with autocast(images.device):
+            return self.model(normalize(images)).float()
+
+    @torch.inference_mode()
+    def pooled_features(self, images: torch.Tensor, batch: int = 128) -> np.ndarray:
+        """The frozen pooled 1280-d features (the head's input), in eval mode."""
+        self.eval()
+        device = self.head.weight.device
+        out = []
+        for s in range(0, len(images), batch):
+            x = normalize(images[s : s + batch].to(device))
+            with autocast(device):
+                pooled = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+            out.append(pooled.float().cpu())
+        return torch.cat(out).numpy()
 
 
+# ---------------------------------------------------------------------- warm start
 def fit_probe(features: np.ndarray, y: np.ndarray, recipe, seed: int):
-    """Class-balanced logistic regression on standardised features, C by inner CV."""
+    """Class-balanced logistic regression on standardized features, C by inner CV."""
     folds = int(max(2, min(5, np.bincount(y).min())))
     scaler = StandardScaler().fit(features)
     with warnings.catch_warnings():  # scikit-learn 1.8's notices about 1.10 defaults
@@ -216,34 +307,35 @@ def probe_head_weights(scaler, probe, n_classes: int) -> tuple[np.ndarray, np.nd
     return coef.astype(np.float32), bias.astype(np.float32)
 
 
-def warm_start(model, unit: torch.Tensor, y: np.ndarray, recipe, seed: int):
-    """Fit the linear probe on frozen features and copy it into the head."""
-    scaler, probe = fit_probe(pooled_features(model, unit), y, recipe, seed)
-    coef, bias = probe_head_weights(scaler, probe, model.get_classifier().out_features)
-    head = model.get_classifier()
+def warm_start(network: FineTuningNetwork, images: torch.Tensor, y: np.ndarray, recipe, seed):
+    """Fit the linear probe on the frozen pooled features and copy it into the head."""
+    scaler, probe = fit_probe(network.pooled_features(images), y, recipe, seed)
+    coef, bias = probe_head_weights(scaler, probe, network.head.out_features)
     with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(coef))
-        head.bias.copy_(torch.from_numpy(bias))
+        network.head.weight.copy_(torch.from_numpy(coef))
+        network.head.bias.copy_(torch.from_numpy(bias))
     return scaler, probe
 
 
 # ------------------------------------------------------------------------ training
-def param_groups(model, recipe) -> list[dict]:
-    """Head at ``head_lr``, backbone 10x lower; no weight decay on biases and norms."""
-    head_ids = {id(p) for p in model.get_classifier().parameters()}
-    groups = {}
-    for p in model.parameters():
-        part = "head" if id(p) in head_ids else "backbone"
-        decay = p.ndim > 1
-        groups.setdefault((part, decay), []).append(p)
-    lr = {"head": recipe["head_lr"], "backbone": recipe["head_lr"] * recipe["backbone_lr_ratio"]}
+def param_groups(recipe) -> list[tuple[str, dict]]:
+    """skorch's ``optimizer__param_groups`` for :class:`FineTuningNetwork`.
+
+    The head at ``head_lr``; no weight decay on biases and norms. The backbone's
+    weights take the net's ``lr`` (``head_lr`` x ``backbone_lr_ratio``) and weight decay.
+    """
+    head, no_decay = {"lr": recipe["head_lr"]}, {"weight_decay": 0.0}
     return [
-        {"params": ps, "lr": lr[part], "weight_decay": recipe["weight_decay"] if decay else 0.0}
-        for (part, decay), ps in groups.items()
+        ("model.classifier.bias", {**head, **no_decay}),
+        ("model.classifier.*", head),
+        ("*.bias", no_decay),
+        ("*bn*", no_decay),
     ]
 
 
 def warmup_cosine(total: int, warmup: int):
+    """Learning-rate factor of a step: linear warm-up over ``warmup`` steps, then cosine to 0."""
+
     def factor(step):
         if step < warmup:
             return (step + 1) / warmup
@@ -252,89 +344,141 @@ def warmup_cosine(total: int, warmup: int):
     return factor
 
 
-BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+def schedule(n_train: int, recipe, quick: bool) -> tuple[int, int]:
+    """Epochs of the schedule and batches per epoch.
 
-
-def set_train_mode(model, freeze_bn_stats: bool) -> None:
-    model.train()
-    if freeze_bn_stats:  # keep ImageNet statistics: the probe saw features made with them
-        for m in model.modules():
-            if isinstance(m, BATCH_NORMS):
-                m.eval()
-
-
-def schedule_length(n_train: int, recipe, quick: bool) -> int:
+    ``epochs`` x batches per epoch, clipped to [``min_steps``, ``max_steps``] steps and
+    rounded to whole epochs (at least one); one epoch with ``quick``.
+    """
     per_epoch = math.ceil(n_train / recipe["batch_size"])
     if quick:
-        return per_epoch  # one epoch
-    return int(np.clip(recipe["epochs"] * per_epoch, recipe["min_steps"], recipe["max_steps"]))
+        return 1, per_epoch
+    steps = np.clip(recipe["epochs"] * per_epoch, recipe["min_steps"], recipe["max_steps"])
+    return max(1, round(steps / per_epoch)), per_epoch
 
 
-def batches(n: int, batch_size: int, generator):
-    """Endless shuffled mini-batches (reshuffled each epoch)."""
-    while True:
-        order = torch.randperm(n, generator=generator)
-        yield from order.split(batch_size)
+def validation_scores(net: NeuralNetClassifier, dataset) -> dict[str, float]:
+    """``valid_loss`` and ``valid_bacc`` of ``net`` on ``dataset``, as after an epoch.
 
-
-def validation(model, unit, y, weight, batch: int = 128) -> tuple[float, float]:
-    """Class-weighted cross-entropy and balanced accuracy on held-out labelled images."""
-    proba = predict_proba(model, unit, batch)
-    picked = np.log(np.clip(proba[np.arange(len(y)), y], 1e-12, None))
-    w = weight[y]
-    loss = float(-(w * picked).sum() / w.sum())
-    return loss, float(balanced_accuracy_score(y, proba.argmax(1)))
-
-
-def fit_network(model, unit, y, weight, recipe, seed, flip, quick=False, val=None) -> dict:
-    """Fine-tune all layers; with ``val=(unit, y)``, keep the best checkpoint on it.
-
-    "Best": lowest validation loss, or with ``recipe["stop_on"] == "bacc"`` highest
-    balanced accuracy (ties: lower loss).
+    skorch's validation steps; the loss is their batch-size weighted mean, as skorch's
+    epoch ``valid_loss`` is.
     """
-    total = schedule_length(len(y), recipe, quick)
-    optimizer = torch.optim.AdamW(param_groups(model, recipe))
-    warmup = max(1, round(recipe["warmup"] * total))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup))
-    criterion = torch.nn.CrossEntropyLoss(weight=torch.tensor(weight, dtype=torch.float32))
-    generator = torch.Generator().manual_seed(seed)
-    every = max(1, math.ceil(total / recipe["checkpoints"]))
-    y_t = torch.as_tensor(y)
-    best = {"score": (-math.inf,), "step": 0, "state": None}
-    history = []
-
-    def checkpoint(step):
-        loss, bacc = validation(model, *val, weight)
-        history.append((step, round(loss, 4), round(bacc, 4)))
-        score = (bacc, -loss) if recipe["stop_on"] == "bacc" else (-loss,)
-        if score > best["score"]:
-            best.update(score=score, step=step, state=copy.deepcopy(model.state_dict()))
-        return step - best["step"] >= recipe["patience"] * every
-
-    if val is not None:
-        checkpoint(0)  # the linear probe itself
-    stream = batches(len(y), recipe["batch_size"], generator)
-    step = 0
-    while step < total:
-        index = next(stream)
-        x = normalise(augment(unit[index], generator, flip, recipe))
-        set_train_mode(model, recipe["freeze_bn_stats"])
-        loss = criterion(model(x), y_t[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        if val is not None and (step % every == 0 or step == total) and checkpoint(step):
-            break
-    if val is not None:
-        model.load_state_dict(best["state"])
+    losses, sizes, predicted = [], [], []
+    for batch in net.get_iterator(dataset, training=False):
+        step = net.validation_step(batch)
+        losses.append(step["loss"].item())
+        sizes.append(len(batch[1]))
+        predicted.append(step["y_pred"].argmax(1).cpu())
     return {
-        "steps": step,
-        "planned_steps": total,
-        "best_step": best["step"] if val is not None else step,
-        "val_history": history,
+        "valid_loss": float(np.average(losses, weights=sizes)),
+        "valid_bacc": float(balanced_accuracy_score(dataset.y, torch.cat(predicted).numpy())),
     }
+
+
+class EarlyStoppingFromStart(EarlyStopping):
+    """skorch's ``EarlyStopping`` whose first candidate is the network before training.
+
+    The warm-started network (the linear probe) is validated as an epoch would be and
+    counts as epoch 0: with ``load_best``, it is kept when no epoch beats it.
+    ``start_`` holds its :func:`validation_scores`.
+    """
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        _, valid = net.get_split_datasets(X, y)
+        self.start_ = validation_scores(net, valid)
+        self.dynamic_threshold_ = self._calc_new_threshold(self.start_[self.monitor])
+        self.best_model_weights_ = copy.deepcopy(net.module_.state_dict())
+        self.best_epoch_ = 0
+
+
+def fine_tuning_net(
+    network: FineTuningNetwork,
+    y_train: np.ndarray,
+    recipe,
+    *,
+    seed: int,
+    flip: bool,
+    epochs: int,
+    per_epoch: int,
+    valid: tuple | None = None,
+    device="cpu",
+) -> NeuralNetClassifier:
+    """The skorch classifier that fine-tunes ``network`` for ``epochs`` epochs.
+
+    With ``valid=(images, y)``: the validation balanced accuracy after every epoch
+    (``valid_bacc``) and early stopping on it, keeping the best weights.
+    """
+    n_classes = network.head.out_features
+    weight = compute_class_weight("balanced", classes=np.arange(n_classes), y=y_train)
+    total = epochs * per_epoch
+    warmup = max(1, round(recipe["warmup"] * total))
+    shuffle_seed, augment_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
+    callbacks = [
+        (
+            "schedule",
+            LRScheduler(
+                torch.optim.lr_scheduler.LambdaLR,
+                lr_lambda=warmup_cosine(total, warmup),
+                step_every="batch",
+            ),
+        )
+    ]
+    if valid is not None:
+        valid_bacc = EpochScoring("balanced_accuracy", lower_is_better=False, name="valid_bacc")
+        stopping = EarlyStoppingFromStart(
+            monitor="valid_bacc",
+            lower_is_better=False,
+            patience=recipe["patience"],
+            threshold=0.0,  # any gain is one
+            threshold_mode="abs",
+            load_best=True,
+        )
+        callbacks += [("valid_bacc", valid_bacc), ("early_stopping", stopping)]
+    return NeuralNetClassifier(
+        network,
+        criterion=nn.CrossEntropyLoss,
+        criterion__weight=torch.as_tensor(weight, dtype=torch.float32),
+        optimizer=torch.optim.AdamW,
+        lr=recipe["head_lr"] * recipe["backbone_lr_ratio"],
+        optimizer__weight_decay=recipe["weight_decay"],
+        optimizer__param_groups=param_groups(recipe),
+        batch_size=recipe["batch_size"],
+        max_epochs=epochs,
+        iterator_train__shuffle=True,
+        iterator_train__generator=torch.Generator().manual_seed(shuffle_seed),
+        iterator_train__collate_fn=AugmentedBatches(flip, recipe, augment_seed),
+        iterator_valid__batch_size=128,
+        train_split=None if valid is None else predefined_split(Dataset(*valid)),
+        callbacks=callbacks,
+        device=str(device),
+        verbose=0,
+    )
+
+
+def training_record(net: NeuralNetClassifier, per_epoch: int, epochs: int) -> dict:
+    """Steps run, planned and kept, and the validation history ``(epoch, loss, bacc)``."""
+    history = net.history
+    steps = sum(len(batches) for batches in history[:, "batches", :, "train_loss"])
+    record = {
+        "epochs": len(history),
+        "steps": steps,
+        "planned_steps": epochs * per_epoch,
+        "best_step": steps,
+        "val_history": [],
+    }
+    stopping = dict(net.callbacks_).get("early_stopping")
+    if stopping is not None:
+        start = stopping.start_
+        record["best_step"] = stopping.best_epoch_ * per_epoch
+        record["val_history"] = [
+            (epoch, round(loss, 4), round(bacc, 4))
+            for epoch, loss, bacc in [
+                (0, start["valid_loss"], start["valid_bacc"]),
+                *history[:, ("epoch", "valid_loss", "valid_bacc")],
+            ]
+        ]
+    return record
 
 
 # ---------------------------------------------------------------------------- a run
@@ -348,18 +492,28 @@ def split_labelled(y: np.ndarray, recipe, seed: int, quick: bool):
     return np.sort(train), np.sort(val)
 
 
-def fine_tune_run(unit, y, test_unit, y_test, n_classes, seed, flip, recipe, quick=False):
-    """Warm start, fine-tune and score one label subset; returns the result row."""
+def fine_tune_run(
+    images, y, test_images, y_test, n_classes, seed, flip, recipe, quick=False, device="cpu"
+) -> dict:
+    """Warm start, fine-tune and score one label subset; returns the result row.
+
+    ``images`` and ``test_images``: [0, 1] images (:func:`resized_images`), on the CPU;
+    ``device``: where the network trains (``"auto"``: CUDA when there is one).
+    """
     start = time.perf_counter()
     torch.manual_seed(seed)
-    model = build_model(n_classes)
+    device = resolve_device(device)
+    network = FineTuningNetwork(n_classes, recipe["freeze_bn_stats"]).to(device)
     train, val = split_labelled(y, recipe, seed, quick)
-    _, probe = warm_start(model, unit[train], y[train], recipe, seed)
-    probe_proba = predict_proba(model, test_unit)
-    weight = compute_class_weight("balanced", classes=np.arange(n_classes), y=y[train])
-    val_data = None if val is None else (unit[val], y[val])
-    info = fit_network(model, unit[train], y[train], weight, recipe, seed, flip, quick, val_data)
-    proba = predict_proba(model, test_unit)
+    _, probe = warm_start(network, images[train], y[train], recipe, seed)
+    epochs, per_epoch = schedule(len(train), recipe, quick)
+    net = fine_tuning_net(
+        network, y[train], recipe, seed=seed, flip=flip, epochs=epochs, per_epoch=per_epoch,
+        valid=None if val is None else (images[val], y[val]), device=device,
+    )  # fmt: skip
+    probe_proba = net.initialize().predict_proba(test_images)
+    net.fit(images[train], y[train])
+    proba = net.predict_proba(test_images)
     return {
         **scores(y_test, proba.argmax(1), proba, n_classes),
         "probe": scores(y_test, probe_proba.argmax(1), probe_proba, n_classes),
@@ -368,28 +522,29 @@ def fine_tune_run(unit, y, test_unit, y_test, n_classes, seed, flip, recipe, qui
         "n_train": len(train),
         "n_val": 0 if val is None else len(val),
         "early_stopping": val is not None,
-        **info,
+        **training_record(net, per_epoch, epochs),
         "seconds": time.perf_counter() - start,
     }
 
 
 # ---------------------------------------------------------------------------- driver
 def dataset_runs(name: str, args, recipe, log) -> list[dict]:
-    X_train, y_train = load_split(name, "train", args)
-    X_test, y_test = load_split(name, "test", args)
+    roots = {"medmnist_root": args.medmnist_root, "covid_root": args.covid_root}
+    X_train, y_train = load_split(name, "train", **roots)
+    X_test, y_test = load_split(name, "test", **roots)
     if args.quick:
-        X_train, y_train = quick_subset(X_train, y_train, 12)
-        X_test, y_test = quick_subset(X_test, y_test, 6)
+        X_train, y_train = per_class_subset(X_train, y_train, 12)
+        X_test, y_test = per_class_subset(X_test, y_test, 6)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
-    test_unit = to_unit(X_test, recipe["image_size"])
+    test_images = resized_images(X_test, recipe["image_size"])
     rows = []
     for fraction in args.fractions:
         for seed in args.seeds:
-            labelled = subsample(y_train, fraction, seed)
-            unit = to_unit(X_train[labelled], recipe["image_size"])
+            labelled = stratified_subset(y_train, fraction, random_state=seed)
+            images = resized_images(X_train[labelled], recipe["image_size"])
             result = fine_tune_run(
-                unit, y_train[labelled], test_unit, y_test, n_classes, seed, FLIP[name],
-                recipe, args.quick,
+                images, y_train[labelled], test_images, y_test, n_classes, seed, FLIP[name],
+                recipe, args.quick, args.device,
             )  # fmt: skip
             row = {"dataset": name, "fraction": fraction, "seed": seed, **result}
             rows.append(row)
@@ -411,25 +566,25 @@ def tune(args, recipe, log) -> list[dict]:
         "no intensity jitter": {"intensity": False},
         "head lr x3": {"head_lr": 3e-3},
         "max 300 steps": {"max_steps": 300},
-        "stop on val bacc": {"stop_on": "bacc"},
     }
+    roots = {"medmnist_root": args.medmnist_root, "covid_root": args.covid_root}
     rows = []
     for name in args.datasets:
-        X, y = load_split(name, "train", args)
+        X, y = load_split(name, "train", **roots)
         n_classes = int(y.max()) + 1
         for fraction in args.fractions:
             for seed in args.seeds:
-                labelled = subsample(y, fraction, seed)
+                labelled = stratified_subset(y, fraction, random_state=seed)
                 rest = np.setdiff1d(np.arange(len(y)), labelled)
                 rest = np.random.default_rng(seed).permutation(rest)[:300]
-                unit = to_unit(X[labelled], recipe["image_size"])
-                held_unit = to_unit(X[rest], recipe["image_size"])
+                images = resized_images(X[labelled], recipe["image_size"])
+                held_images = resized_images(X[rest], recipe["image_size"])
                 for label, change in candidates.items():
                     if args.candidates and label not in args.candidates:
                         continue
                     result = fine_tune_run(
-                        unit, y[labelled], held_unit, y[rest], n_classes, seed, FLIP[name],
-                        {**recipe, **change}, args.quick,
+                        images, y[labelled], held_images, y[rest], n_classes, seed, FLIP[name],
+                        {**recipe, **change}, args.quick, args.device,
                     )  # fmt: skip
                     row = {"dataset": name, "fraction": fraction, "seed": seed}
                     rows.append({**row, "candidate": label, "change": change, **result})
@@ -438,17 +593,9 @@ def tune(args, recipe, log) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- reports
-def merge_rows(old: list[dict], new: list[dict], keys=("dataset", "fraction", "seed")) -> list:
-    """:func:`bench_common.merge_rows`, sorted by ``keys``."""
-    merged = bench_common.merge_rows(old, new, keys)
-    return sorted(merged, key=lambda r: tuple(str(r[k]) for k in keys))
-
-
 def reference_rows(path: Path) -> dict:
     """Mean test balanced accuracy of accuracy.json's label-efficiency rows, for context."""
-    if not path.exists():
-        return {}
-    rows = [r for r in json.loads(path.read_text())["rows"] if r.get("label_efficiency")]
+    rows = [r for r in read_json(path, {"rows": []})["rows"] if r.get("label_efficiency")]
     out = {}
     for r in rows:
         out.setdefault((r["dataset"], r["method"], r["fraction"]), []).append(r["bacc"])
@@ -462,16 +609,16 @@ def mean_std(values) -> str:
     return f"{values.mean():.3f} ± {values.std():.3f}"
 
 
-def summary_table(rows: list[dict], reference: dict) -> list[str]:
-    lines = [
-        "| data set | labels | runs | n labelled | test bacc | test acc | test ROC AUC "
-        "| probe only (bacc) | early stopping | steps (best) | seconds / run (median) "
-        "| old fine-tuning | backbone, layer by CV | CAE defaults |",
-        "|" + " --- |" * 14,
-    ]
+def summary_table(rows: list[dict], reference: dict) -> str:
+    header = [
+        "data set", "labels", "runs", "n labelled", "test bacc", "test acc", "test ROC AUC",
+        "probe only (bacc)", "early stopping", "steps (best)", "seconds / run (median)",
+        "old fine-tuning", "backbone, layer by CV", "CAE defaults",
+    ]  # fmt: skip
     groups = {}
     for r in rows:
         groups.setdefault((r["dataset"], r["fraction"]), []).append(r)
+    table = []
     for (name, fraction), rs in sorted(groups.items()):
         ref = [
             reference.get((name, m, fraction))
@@ -479,34 +626,43 @@ def summary_table(rows: list[dict], reference: dict) -> list[str]:
         ]
         stopping = {r["early_stopping"] for r in rs}
         es = "yes" if stopping == {True} else "no (fixed)" if stopping == {False} else "mixed"
-        lines.append(
-            f"| {name} | {fraction:.0%} | {len(rs)} | {int(np.mean([r['n_labels'] for r in rs]))} "
-            f"| {mean_std([r['bacc'] for r in rs])} | {mean_std([r['acc'] for r in rs])} "
-            f"| {mean_std([r['auc'] for r in rs])} | {mean_std([r['probe']['bacc'] for r in rs])} "
-            f"| {es} | {np.mean([r['steps'] for r in rs]):.0f} "
-            f"({np.mean([r['best_step'] for r in rs]):.0f}) "
-            f"| {np.median([r['seconds'] for r in rs]):.0f} | "
-            + " | ".join("n/a" if v is None else f"{v:.3f}" for v in ref)
-            + " |"
+        table.append(
+            [
+                name,
+                f"{fraction:.0%}",
+                len(rs),
+                int(np.mean([r["n_labels"] for r in rs])),
+                *(mean_std([r[key] for r in rs]) for key in ("bacc", "acc", "auc")),
+                mean_std([r["probe"]["bacc"] for r in rs]),
+                es,
+                f"{np.mean([r['steps'] for r in rs]):.0f} "
+                f"({np.mean([r['best_step'] for r in rs]):.0f})",
+                f"{np.median([r['seconds'] for r in rs]):.0f}",
+                *("n/a" if v is None else f"{v:.3f}" for v in ref),
+            ]
         )
-    return lines
+    return markdown_table(header, table)
 
 
-def tuning_table(rows: list[dict]) -> list[str]:
-    if not rows:
-        return []
-    lines = [
-        "| data set | labels | seed | candidate | change from base | held-out bacc "
-        "| probe only | steps (best) |",
-        "|" + " --- |" * 8,
+def tuning_table(rows: list[dict]) -> str:
+    header = [
+        "data set", "labels", "seed", "candidate", "change from base", "held-out bacc",
+        "probe only", "steps (best)",
+    ]  # fmt: skip
+    table = [
+        [
+            r["dataset"],
+            f"{r['fraction']:.0%}",
+            r["seed"],
+            r["candidate"],
+            json.dumps(r["change"]),
+            f"{r['bacc']:.3f}",
+            f"{r['probe']['bacc']:.3f}",
+            f"{r['steps']} ({r['best_step']})",
+        ]
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['dataset']} | {r['fraction']:.0%} | {r['seed']} | {r['candidate']} "
-            f"| {json.dumps(r['change'])} | {r['bacc']:.3f} | {r['probe']['bacc']:.3f} "
-            f"| {r['steps']} ({r['best_step']}) |"
-        )
-    return lines
+    return markdown_table(header, table)
 
 
 def missing_runs(rows, datasets=DATASETS, fractions=FRACTIONS, seeds=(0, 1, 2)) -> list[str]:
@@ -528,21 +684,23 @@ def write_report(payload: dict, path: Path, reference: dict) -> None:
         "",
         "EfficientNet-Lite0 (offline ImageNet weights) fine-tuned end to end on the labelled "
         "images of each stratified label subset of the training split (the same "
-        "`subsample(y, fraction, seed)` as `benchmarks/accuracy.py`, so the labelled images "
+        "`stratified_subset(y, fraction, random_state=seed)` as `benchmarks/accuracy.py`, so "
+        "the labelled images "
         "match its label-efficiency rows), scored on the test split (MedMNIST: official test "
         "split; COVID-19 X-ray: its `val` split). Mean ± std over seeds. Produced by "
         "`benchmarks/finetune.py`; runs: "
         + "; ".join(f"`{r['argv']}` on {r['device']} ({r['date']})" for r in meta["runs"])
         + ".",
         "",
-        *summary_table(rows, reference),
+        summary_table(rows, reference),
         "",
         "`probe only`: the warm-start linear probe (frozen features) before any fine-tuning, "
         "on the same test images. Seconds: wall time of one run (probe, fine-tuning, test "
         "predictions) with one torch thread on a 2-core CPU shared with other benchmarks; "
         "the median, because other jobs paused or slowed some runs. "
         "`steps (best)`: optimiser steps run and, with early "
-        "stopping, the checkpoint kept (0 = the probe itself). The last three columns are the "
+        "stopping, the steps of the weights kept (0 = the probe itself). The last three "
+        "columns are the "
         "mean test balanced accuracy of `benchmarks/results/accuracy.json`'s label-efficiency "
         "rows with the same labelled images (the old linear-head fine-tuning, BackboneFeaturizer "
         "+ SVC with its layer chosen by inner CV, CAETransferFeaturizer defaults + SVC), for "
@@ -563,8 +721,9 @@ def write_report(payload: dict, path: Path, reference: dict) -> None:
         + ("frozen at ImageNet's" if recipe["freeze_bn_stats"] else "updated")
         + f"; batch {recipe['batch_size']}; linear warm-up over {recipe['warmup']:.0%} of the "
         f"steps, then cosine decay to 0; {recipe['epochs']} epochs clipped to "
-        f"[{recipe['min_steps']}, {recipe['max_steps']}] steps (the upper bound is the CPU "
-        "budget); class-balanced cross-entropy.",
+        f"[{recipe['min_steps']}, {recipe['max_steps']}] steps and rounded to whole epochs "
+        "(the upper bound is the CPU budget); class-balanced cross-entropy; trained by a "
+        "skorch `NeuralNetClassifier`.",
         f"- Augmentation: random resized crop (area {recipe['crop_scale']}, aspect "
         f"{recipe['crop_ratio']}), rotation ±{recipe['degrees']:g}°, translation "
         f"±{recipe['translate']:.0%}, horizontal flips for BreastMNIST and RetinaMNIST only "
@@ -572,22 +731,17 @@ def write_report(payload: dict, path: Path, reference: dict) -> None:
         "brightness, blur, noise, bias field).",
         f"- Early stopping: when every class has at least {recipe['min_per_class_for_val']} "
         f"labelled images, a stratified {recipe['val_fraction']:.0%} of them is held out; the "
-        + (
-            "validation balanced accuracy (ties: class-weighted loss)"
-            if recipe["stop_on"] == "bacc"
-            else "class-weighted validation loss"
-        )
-        + f" is checked {recipe['checkpoints']} times per run "
-        f"(and once on the probe); training stops after {recipe['patience']} checks without "
-        "improvement and the best checkpoint is kept. Otherwise (`no (fixed)` above) the "
-        "fixed schedule runs on all labelled images and the last weights are used.",
+        "validation balanced accuracy is checked after every epoch (and once on the probe); "
+        f"training stops after {recipe['patience']} epochs without improvement and the best "
+        "weights are kept (skorch's `EarlyStopping(load_best=True)`). Otherwise "
+        "(`no (fixed)` above) the fixed schedule runs on all labelled images and the last "
+        "weights are used.",
         "",
         "## How the settings were chosen",
         "",
         *meta.get("choices", []),
         "",
-        *tuning_table(payload.get("tuning", [])),
-        "",
+        *([tuning_table(payload["tuning"]), ""] if payload.get("tuning") else []),
         "## Notes",
         "",
         *[f"- {note}" for note in meta.get("notes", [])],
@@ -612,8 +766,9 @@ def parse_args(argv=None):
     parser.add_argument("--candidates", nargs="+", default=None, help="with --tune")
     parser.add_argument("--report-only", action="store_true", help="rewrite the md from json")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--out", default=str(BENCH / "results"))
-    bench_common.add_data_arguments(parser)
+    parser.add_argument("--device", default="cpu", help="where to train: cpu, cuda or auto")
+    parser.add_argument("--out", default=str(RESULTS))
+    add_data_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.datasets = args.datasets or ["breastmnist"]
@@ -651,17 +806,27 @@ CHOICES = [
 ]
 
 
+def describe_device(device: str, threads: int) -> str:
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({os.cpu_count()} cores, {threads} thread(s), shared)"
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)  # share a busy machine fairly
     recipe = {**RECIPE, "image_size": 32} if args.quick else dict(RECIPE)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "finetune.json"
-    payload = json.loads(path.read_text()) if path.exists() else {"meta": {"runs": []}, "rows": []}
+    path, report = out / "finetune.json", out / "finetune.md"
+    reference = reference_rows(RESULTS / "accuracy.json")
+    if args.report_only:
+        write_report(read_json(path), report, reference)
+        return []
+    payload = read_json(path, {"meta": {"runs": []}, "rows": []})
     run = {
         "argv": " ".join(sys.argv[1:]) if argv is None else " ".join(argv),
-        "device": f"CPU ({os.cpu_count()} cores, {args.threads} thread(s), shared)",
+        "device": describe_device(args.device, args.threads),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     payload["meta"].update(recipe=recipe, choices=CHOICES)
@@ -671,25 +836,22 @@ def main(argv=None) -> list[dict]:
         shown = {k: v for k, v in row.items() if k not in ("val_history", "probe")}
         print(json.dumps({**shown, "probe_bacc": row["probe"]["bacc"]}, default=str), flush=True)
 
-    reference = reference_rows(BENCH / "results" / "accuracy.json")
-    if args.report_only:
-        write_report(json.loads(path.read_text()), out / "finetune.md", reference)
-        return []
+    def save():
+        write_json(payload, path)
+        write_report(payload, report, reference)
+
+    new = []
     if args.tune:
         new = tune(args, recipe, log)
-        payload["tuning"] = merge_rows(
-            payload.get("tuning", []), new, ("dataset", "fraction", "seed", "candidate")
-        )
+        tuning = payload.get("tuning", [])
+        payload["tuning"] = merge_rows(tuning, new, (*KEY, "candidate"), sort=True)
     else:
-        new = []
         for name in args.datasets:
             rows = dataset_runs(name, args, recipe, log)
             new += rows
-            payload["rows"] = merge_rows(payload["rows"], rows)
-            path.write_text(json.dumps(payload, indent=1, default=str))
-            write_report(payload, out / "finetune.md", reference)
-    path.write_text(json.dumps(payload, indent=1, default=str))
-    write_report(payload, out / "finetune.md", reference)
+            payload["rows"] = merge_rows(payload["rows"], rows, KEY, sort=True)
+            save()
+    save()
     return new
 
 

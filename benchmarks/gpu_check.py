@@ -9,7 +9,15 @@ Prints, and writes as Markdown to ``--out``:
    autocast, next to a bare forward pass of ``backbone_`` on the same preprocessed
    batches, and the GPU memory peak of each.
 
-Without CUDA it prints why it skips and exits 0 without writing anything.
+Without CUDA it prints why it skips and exits 0 without writing anything. Features
+outside the tolerance make it exit with status 1.
+
+``--device cpu`` is a dry run of the code: the "CUDA" featurizer then runs on the CPU
+too, so the agreement it reports is that of a featurizer with its own pickled copy
+(exact unless pickling or the device switch changes the features) -- not a check of
+any GPU. ``tests/test_benchmark_smoke.py`` also runs :func:`check_agreement` against
+independent references: featurizers fitted again on the CPU with the same seed (which
+must agree) and with another seed (which must not).
 
 Usage::
 
@@ -32,9 +40,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_common import MarkdownLog
+
 import sklearn_cae
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
 from sklearn_cae import featurizer as featurizer_module
+from sklearn_cae.evaluation import markdown_table
 from sklearn_cae.images import preprocess_batch
 
 # Relative L2 error ||cpu - cuda|| / ||cpu|| accepted for the features.
@@ -84,7 +97,17 @@ def on_cpu(featurizer):
     return copy.set_params(device="cpu")
 
 
-def check_agreement(X, args, device, out) -> bool:
+def pickled_on_cpu(featurizer, X) -> np.ndarray:
+    """The reference features: the fitted featurizer's pickled CPU copy transforms ``X``."""
+    return on_cpu(featurizer).transform(X)
+
+
+def check_agreement(X, args, device, out, reference=pickled_on_cpu) -> bool:
+    """Whether each featurizer fitted on ``device`` gives the reference's features.
+
+    ``reference(fitted_featurizer, X)`` returns the features to compare with, in
+    float32 on the CPU: by default its pickled copy's (:func:`pickled_on_cpu`).
+    """
     out("## CPU vs CUDA feature agreement")
     out("")
     out(
@@ -94,9 +117,15 @@ def check_agreement(X, args, device, out) -> bool:
         + " (fp32 on CUDA still uses TF32 convolutions, cuDNN's default)."
     )
     out("")
-    out("| model | CUDA precision | rel. L2 error | max abs err / max | min row cosine | ok |")
-    out("|---|---|---|---|---|---|")
-    ok = True
+    header = [
+        "model",
+        "CUDA precision",
+        "rel. L2 error",
+        "max abs err / max",
+        "min row cosine",
+        "ok",
+    ]
+    rows, ok = [], True
     common = dict(image_size=args.size, batch_size=args.batch_size, device=str(device))
     models = [
         (f"{name} BackboneFeaturizer", BackboneFeaturizer(name, weights=weights, **common))
@@ -110,17 +139,16 @@ def check_agreement(X, args, device, out) -> bool:
     )
     for label, model in models:
         model.fit(X)
-        reference = on_cpu(model).transform(X)
+        expected = reference(model, X)
         for precision, enabled in (("bf16 autocast", True), ("fp32", False)):
             with autocast_enabled(enabled):
                 features = model.transform(X)
-            rel, worst, cos = agreement(reference, features)
+            rel, worst, cos = agreement(expected, features)
             passed = rel <= TOLERANCE[precision]
             ok &= passed
-            out(
-                f"| {label} | {precision} | {rel:.2e} | {worst:.2e} | {cos:.5f} | "
-                f"{'yes' if passed else 'NO'} |"
-            )
+            yes = "yes" if passed else "NO"
+            rows.append([label, precision, f"{rel:.2e}", f"{worst:.2e}", f"{cos:.5f}", yes])
+    out(markdown_table(header, rows))
     out("")
     return ok
 
@@ -150,8 +178,7 @@ def check_throughput(X, args, device, out) -> None:
         "`torch.cuda.max_memory_allocated` during the measurement."
     )
     out("")
-    out("| backbone | autocast | what | images/s | ratio to bare | GPU peak MiB |")
-    out("|---|---|---|---|---|---|")
+    rows = []
     common = dict(image_size=args.size, batch_size=args.batch_size, device=str(device))
     for name, weights in BACKBONES:
         base = BackboneFeaturizer(name, weights=weights, **common).fit(X[:8])
@@ -178,7 +205,7 @@ def check_throughput(X, args, device, out) -> None:
                         module(batch)
 
             bare_s, bare_mem = time_it(bare, device, args.repeats)
-            rows = [("bare forward", bare_s, bare_mem)]
+            timings = [("bare forward", bare_s, bare_mem)]
             with autocast_enabled(enabled):
                 for label, model in (
                     ("BackboneFeaturizer.transform", base),
@@ -187,16 +214,23 @@ def check_throughput(X, args, device, out) -> None:
                     seconds, mem = time_it(
                         lambda model=model: model.transform(X), device, args.repeats
                     )
-                    rows.append((label, seconds, mem))
-            for label, seconds, mem in rows:
-                out(
-                    f"| {name}{' (weights=None)' if weights is None else ''} | "
-                    f"{'bf16' if enabled else 'off (fp32)'} | {label} | {len(X) / seconds:,.0f} | "
-                    f"{bare_s / seconds:.2f} | {mem:,.0f} |"
-                )
+                    timings.append((label, seconds, mem))
+            rows += [
+                [
+                    f"{name}{' (weights=None)' if weights is None else ''}",
+                    "bf16" if enabled else "off (fp32)",
+                    label,
+                    f"{len(X) / seconds:,.0f}",
+                    f"{bare_s / seconds:.2f}",
+                    f"{mem:,.0f}",
+                ]
+                for label, seconds, mem in timings
+            ]
         del base, cae, batches
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    header = ["backbone", "autocast", "what", "images/s", "ratio to bare", "GPU peak MiB"]
+    out(markdown_table(header, rows))
     out("")
 
 
@@ -230,11 +264,7 @@ def main(argv=None) -> int:
         print("CUDA is not available on this machine: skipping the GPU check (nothing written).")
         return 0
     started = time.perf_counter()
-    lines: list[str] = []
-
-    def out(line: str = "") -> None:
-        print(line, flush=True)
-        lines.append(line)
+    out = MarkdownLog()
 
     out("# GPU check")
     out("")
@@ -249,10 +279,7 @@ def main(argv=None) -> int:
     check_throughput(X, args, device, out)
     out(f"Agreement within tolerance: {'yes' if ok else 'NO'}. ")
     out(f"Total time: {time.perf_counter() - started:.0f} s.")
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    print(f"wrote {path}")
+    out.write(args.out)
     return 0 if ok else 1
 
 

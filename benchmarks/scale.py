@@ -42,18 +42,22 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "medmnist"
-RESULTS = REPO / "benchmarks" / "results" / "scale.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common
+
+from bench_common import RESULTS, default_medmnist_root, verdict_table
+
+from sklearn_cae.evaluation import markdown_table
+
 PARAMS = {"image_size": 64, "random_state": 0}
 GIB = 1 << 30
 
 
 # ------------------------------------------------------------------------------- data
-def write_images(folder: Path, n: int, root: Path = SHARED) -> list[str]:
+def write_images(folder: Path, n: int, root: Path | None = None) -> list[str]:
     """N distinct 64-px grey PNG files from the shared PneumoniaMNIST and BreastMNIST."""
     from PIL import Image
 
+    root = root or default_medmnist_root()
     pool = []
     for name in ("pneumoniamnist", "breastmnist"):
         with np.load(root / f"{name}.npz") as archive:
@@ -195,6 +199,28 @@ def verdicts(row: dict) -> list[tuple[str, str, bool]]:
     ]
 
 
+def summary_table(rows: list[dict]) -> str:
+    header = [
+        "N", "cold s", "img/s", "cold RSS GiB", "warm s", "resumed s", "cache MiB",
+        "capped MiB (cap)", "files / bare img/s",
+    ]  # fmt: skip
+    cells = [
+        [
+            f"{r['n']:,}",
+            f"{r['cold_s']:.0f}",
+            f"{r['n'] / r['cold_s']:.0f}",
+            f"{r['cold_rss']:.2f}",
+            f"{r['warm_s']:.0f}",
+            f"{r['resumed_s']:.0f}",
+            f"{r['cache_mib']:.1f}",
+            f"{r['capped_mib']:.1f} ({r['cap_mib']:.1f})",
+            f"{r['files_rate']:.0f} / {r['bare_rate']:.0f}",
+        ]
+        for r in rows
+    ]
+    return markdown_table(header, cells)
+
+
 def report(rows: list[dict], threads: str) -> tuple[str, bool]:
     lines = [
         "# Many images: featurizing N PNG files",
@@ -203,23 +229,13 @@ def report(rows: list[dict], threads: str) -> tuple[str, bool]:
         f"random_state=0)` (defaults otherwise), `OMP_NUM_THREADS={threads}`, "
         f"{os.cpu_count()} CPU cores shared with other work, no GPU.",
         "",
-        "| N | cold s | img/s | cold RSS GiB | warm s | resumed s | cache MiB | "
-        "capped MiB (cap) | files / bare img/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        summary_table(rows),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['n']:,} | {r['cold_s']:.0f} | {r['n'] / r['cold_s']:.0f} | "
-            f"{r['cold_rss']:.2f} | {r['warm_s']:.0f} | {r['resumed_s']:.0f} | "
-            f"{r['cache_mib']:.1f} | {r['capped_mib']:.1f} ({r['cap_mib']:.1f}) | "
-            f"{r['files_rate']:.0f} / {r['bare_rate']:.0f} |"
-        )
     passed = True
     for r in rows:
-        lines += ["", f"## N = {r['n']:,}", "", "| goal | measured | verdict |", "|---|---|---|"]
-        for goal, measured, ok in verdicts(r):
-            lines.append(f"| {goal} | {measured} | {'met' if ok else '**missed**'} |")
-            passed &= ok
+        goals = verdicts(r)
+        lines += ["", f"## N = {r['n']:,}", "", verdict_table(goals)]
+        passed &= all(met for _, _, met in goals)
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]
         per_image = (b["cold_s"] - a["cold_s"]) / (b["n"] - a["n"])
@@ -242,7 +258,7 @@ def report(rows: list[dict], threads: str) -> tuple[str, bool]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[2000])
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=RESULTS / "scale.md")
     parser.add_argument("--run", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run:

@@ -26,16 +26,20 @@ it ran.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_common
+
 from bench_common import (
     RESULTS,
     add_data_arguments,
     load_split,
     merge_rows,
+    read_json,
     scores,
     write_json,
 )
@@ -134,8 +138,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
     out = args.out
     saved = out.with_suffix(".json")
-    old = json.loads(saved.read_text()) if saved.exists() else []
-    rows = merge_rows(old, rows, keys=("dataset", "features", "classifier"))
+    rows = merge_rows(read_json(saved, []), rows, keys=("dataset", "features", "classifier"))
     rows = [r for r in rows if r["classifier"] in candidates() or r["dataset"] not in args.datasets]
     write_json(rows, saved)
     table = markdown_table(

@@ -41,25 +41,27 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_common
 from bench_common import (
     DATASETS,
     RESULTS,
     add_data_arguments,
     backbone_features,
     cv_bacc,
+    eval_features,
     load_split,
-    quick_subset,
-    subsample,
-    svc,
+    merge_rows,
+    per_class_subset,
+    read_json,
+    write_json,
 )
 
 from sklearn_cae import CAETransferFeaturizer
+from sklearn_cae.datasets import stratified_subset
+from sklearn_cae.evaluation import markdown_table
 
 PNEUMONIA_SUBSAMPLE = 1200
 FOLDS = 5
@@ -90,21 +92,22 @@ def evaluation_splits(name: str, on_test: bool, quick: bool, roots: dict | None 
     if on_test:
         X_test, y_test = load_split(name, "test", **roots)
         if quick:
-            (X, y), (X_test, y_test) = quick_subset(X, y), quick_subset(X_test, y_test, 4)
+            (X, y), (X_test, y_test) = per_class_subset(X, y), per_class_subset(X_test, y_test, 4)
         index = np.arange(len(y))
         X, y = np.concatenate([X, X_test]), np.concatenate([y, y_test])
         return X, y, [(index, np.arange(len(index), len(y)))]
     if name == "pneumoniamnist":
-        keep = subsample(y, PNEUMONIA_SUBSAMPLE / len(y), seed=0)
+        keep = stratified_subset(y, PNEUMONIA_SUBSAMPLE / len(y), random_state=0)
         X, y = X[keep], y[keep]
     if quick:
-        X, y = quick_subset(X, y)
+        X, y = per_class_subset(X, y)
     cv = StratifiedKFold(3 if quick else FOLDS, shuffle=True, random_state=0)
     return X, y, list(cv.split(X, y))
 
 
 def score(F_fit, y_fit, F_eval, y_eval) -> float:
-    return float(balanced_accuracy_score(y_eval, svc().fit(F_fit, y_fit).predict(F_eval)))
+    """Balanced accuracy on the held-out images of the SVC fitted on the labelled ones."""
+    return float(eval_features(F_fit, y_fit, F_eval, y_eval, int(y_fit.max()) + 1)["bacc"])
 
 
 def backbone_scores(X, y, folds, labelled, cache, reuse: dict) -> tuple[list[float], list[str]]:
@@ -155,7 +158,7 @@ def run(args) -> list[dict]:
     rows = []
     done = set()
     if args.resume and args.json.exists():
-        done = {_key(r) for r in json.loads(args.json.read_text())}
+        done = {_key(r) for r in read_json(args.json)}
     with tempfile.TemporaryDirectory() as cache:
         for name in args.datasets:
             roots = {"medmnist_root": args.medmnist_root, "covid_root": args.covid_root}
@@ -163,7 +166,10 @@ def run(args) -> list[dict]:
             reuse: dict = {}  # this data set's features, for the next fractions and seeds
             for fraction in args.fractions:
                 for seed in range(args.seeds):
-                    labelled = [train[subsample(y[train], fraction, seed)] for train, _ in folds]
+                    labelled = [
+                        train[stratified_subset(y[train], fraction, random_state=seed)]
+                        for train, _ in folds
+                    ]
                     for config in args.configs:
                         if (args.label_prefix + config, name, fraction, seed) in done:
                             continue
@@ -198,7 +204,7 @@ def run(args) -> list[dict]:
                             flush=True,
                         )
                         rows.append(row)
-                        merge_rows(args.json, [row])
+                        write_json(merge_rows(read_json(args.json, []), [row], KEY), args.json)
     return rows
 
 
@@ -206,15 +212,9 @@ def _key(row: dict) -> tuple:
     return tuple(row[k] for k in KEY)
 
 
-def merge_rows(path: Path, rows: list[dict]) -> None:
-    """Add ``rows`` to the json, replacing rows of the same config/data set/fraction/seed."""
-    old = json.loads(path.read_text()) if path.exists() else []
-    path.write_text(json.dumps(bench_common.merge_rows(old, rows, KEY), indent=1))
-
-
 def report(path: Path, out: Path, on_test: bool = False) -> str:
     """Mean balanced accuracy per configuration, data set and fraction (± seed std)."""
-    rows = json.loads(path.read_text())
+    rows = read_json(path)
     fractions = sorted({r["fraction"] for r in rows}, reverse=True)
     configs = list(dict.fromkeys(r["config"] for r in rows))
     lines = [
@@ -232,12 +232,7 @@ def report(path: Path, out: Path, on_test: bool = False) -> str:
         "",
     ]
     for fraction in fractions:
-        lines += [
-            f"## {fraction:.0%} of the training fold's labels",
-            "",
-            "| configuration | " + " | ".join(DATASETS) + " | mean | Δ | seconds |",
-            "|---|" + "---|" * (len(DATASETS) + 3),
-        ]
+        table = []
         base = _means(rows, "backbone", fraction)
         for config in configs:
             means = _means(rows, config, fraction)
@@ -256,11 +251,14 @@ def report(path: Path, out: Path, on_test: bool = False) -> str:
             seconds = sum(
                 r["seconds"] for r in rows if r["config"] == config and r["fraction"] == fraction
             )
-            lines.append(
-                f"| {config} | " + " | ".join(cells) + f" | {mean:.3f} | {delta:+.1f} | "
-                f"{seconds:.0f} |"
-            )
-        lines.append("")
+            table.append([config, *cells, f"{mean:.3f}", f"{delta:+.1f}", f"{seconds:.0f}"])
+        header = ["configuration", *DATASETS, "mean", "Δ", "seconds"]
+        lines += [
+            f"## {fraction:.0%} of the training fold's labels",
+            "",
+            markdown_table(header, table),
+            "",
+        ]
     lines.append(
         "Parameters of each configuration (on top of the defaults of the release that ran it):"
     )

@@ -2,7 +2,9 @@
 
 The scripts live in ``benchmarks/`` (not a package): each is loaded from its file.
 ``accuracy.py`` is the benchmark, ``ablation.py`` the design studies,
-``accuracy_report.py`` the report, ``bench_common.py`` what they share.
+``accuracy_report.py`` the report, ``bench_common.py`` what they share; ``speed.py``,
+``dask_scaling.py`` and ``gpu_check.py`` judge goals (their verdicts are tested here).
+The fine-tuning baseline is ``tests/test_finetune_smoke.py``'s.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ import importlib.util
 import json
 import re
 import shutil
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -204,17 +205,21 @@ def test_scores_match_sklearn_for_multiclass_auc(common):
     assert got == pytest.approx(roc_auc_score(y, proba, multi_class="ovr"))
 
 
-def test_subsample_is_stratified_with_two_per_class(common):
-    y = np.array([0] * 90 + [1] * 10)
-    index = common.subsample(y, 0.05, seed=0)
-    assert np.bincount(y[index]).tolist() == [4, 2]
-    assert len(set(index)) == len(index)
-    np.testing.assert_array_equal(common.subsample(y, 1.0, seed=3), np.arange(len(y)))
+def test_per_class_subset_draws_as_many_of_each_class_in_order(common):
+    y = np.array([0] * 90 + [1] * 10 + [2] * 7)
+    X = np.arange(len(y)) * 10
+    X_sub, y_sub = common.per_class_subset(X, y, per_class=5, seed=1)
+    assert np.bincount(y_sub).tolist() == [5, 5, 5]
+    assert np.all(np.diff(X_sub) > 0)  # distinct images, in their order in X
+    np.testing.assert_array_equal(y[X_sub // 10], y_sub)
+    again, _ = common.per_class_subset(X, y, per_class=5, seed=1)
+    other, _ = common.per_class_subset(X, y, per_class=5, seed=2)
+    assert again.tolist() == X_sub.tolist() and other.tolist() != X_sub.tolist()
 
 
-def test_summarise_is_mean_and_std_over_runs(common):
+def test_summarize_is_mean_and_std_over_runs(common):
     runs = [{"acc": 0.5, "bacc": 0.4, "auc": 0.9}, {"acc": 0.7, "bacc": 0.6, "auc": 0.7}]
-    summary = common.summarise(runs)
+    summary = common.summarize(runs)
     assert summary["acc"] == pytest.approx(0.6) and summary["acc_std"] == pytest.approx(0.1)
     assert summary["n_runs"] == 2
 
@@ -246,6 +251,50 @@ def test_merge_rows_replaces_rows_of_the_same_key_in_place_of_order(common):
         ("c", "old"),
         ("b", "new"),
         ("d", "new"),
+    ]
+
+
+def test_merge_rows_sorts_by_key_when_asked(common):
+    old = [{"name": "b", "seed": s, "v": "old"} for s in (2, 0)]
+    new = [{"name": "a", "seed": 1, "v": "new"}, {"name": "b", "seed": 2, "v": "new"}]
+    merged = common.merge_rows(old, new, ("name", "seed"), sort=True)
+    assert [(r["name"], r["seed"], r["v"]) for r in merged] == [
+        ("a", 1, "new"),
+        ("b", 0, "old"),
+        ("b", 2, "new"),
+    ]
+
+
+def test_json_rows_round_trip(common, tmp_path):
+    path = tmp_path / "new" / "rows.json"
+    assert common.read_json(path) is None and common.read_json(path, []) == []
+    common.write_json([{"fraction": 0.1, "where": Path("x")}], path)
+    assert common.read_json(path) == [{"fraction": 0.1, "where": "x"}]
+
+
+def test_scores_of_a_fitted_model_and_of_fitted_features(common):
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    F = rng.normal(size=(len(y), 5)) + y[:, None]
+    train, test = np.arange(0, 60, 2), np.arange(1, 60, 2)
+    model = common.svc().fit(F[train], y[train])
+    expected = common.scores(y[test], model.predict(F[test]), model.decision_function(F[test]), 3)
+    assert common.model_scores(model, F[test], y[test], 3) == expected
+    assert common.eval_features(F[train], y[train], F[test], y[test], 3) == expected
+    with_pca = common.eval_features(F[train], y[train], F[test], y[test], 3, common.svc(PCA(1)))
+    assert with_pca != expected  # the model given is the one fitted
+    assert expected["bacc"] > 0.6
+
+
+def test_verdict_table_says_which_goals_were_met(common):
+    table = common.verdict_table([("fast", "2.0x", True), ("small", "9 MiB", False)])
+    assert table.splitlines() == [
+        "| target | measured | met |",
+        "|---|---|---|",
+        "| fast | 2.0x | yes |",
+        "| small | 9 MiB | no |",
     ]
 
 
@@ -281,75 +330,57 @@ def test_backbone_features_split_the_featurizer_output_by_layer(common, small_br
         np.testing.assert_allclose(F, alone, rtol=1e-5, atol=1e-6)
 
 
-def test_fine_tuning_network_and_normalisation_are_the_packages(common):
-    import torch
-
-    from sklearn_cae.backbones import load_backbone
-
-    spec = load_backbone(common.BACKBONE)
-    assert common.input_normalisation() == (tuple(spec.mean), tuple(spec.std))
-    model = common.linear_head_network(3)
-    assert model.get_classifier().out_features == 3
-    weight = next(p for p in model.parameters() if p.ndim == 4)
-    assert weight.is_contiguous(memory_format=torch.channels_last)
-
-
-def test_fine_tuning_inputs_use_the_shared_normalisation(accuracy, monkeypatch):
+def test_accuracy_fine_tunes_with_the_finetune_benchmarks_loop(accuracy, monkeypatch):
+    """One fine-tuning implementation: accuracy.py's rows come from finetune.py's run."""
     import torch
 
     rng = np.random.default_rng(0)
-    X = rng.integers(0, 256, size=(3, 16, 16), dtype=np.uint8)
-    data = accuracy.EvaluationSet(X=X, y=np.array([0, 1, 0]), splits=[], n_classes=2)
-    config = accuracy.BenchmarkConfig.from_argv(["--quick", "--device", "cpu"])
-    mean, std = (0.25, 0.25, 0.25), (2.0, 2.0, 2.0)  # not Lite0's 0.5 and 0.5
-    monkeypatch.setattr(accuracy, "input_normalisation", lambda *args: (mean, std))
-    inputs = accuracy.DatasetWork(data, config).network_inputs
-    unit = accuracy.preprocess_batch(
-        X[..., None], image_size=(32, 32), mean=(0, 0, 0), std=(1, 1, 1), device=torch.device("cpu")
-    )
-    torch.testing.assert_close(inputs, (unit - 0.25) / 2.0)
+    X = rng.integers(0, 256, size=(6, 16, 16), dtype=np.uint8)
+    y = np.array([0, 1, 0, 1, 0, 1])
+    data = accuracy.EvaluationSet(X=X, y=y, splits=[], n_classes=2)
+    config = accuracy.BenchmarkConfig.from_argv(["--quick", "--device", "cpu", "--ft-lr", "0.01"])
+    work = accuracy.DatasetWork(data, config)
+    torch.testing.assert_close(work.network_images, accuracy.finetune.resized_images(X, 32))
+    calls = []
+
+    def run(images, y_train, test_images, y_test, n_classes, seed, flip, recipe, quick, device):
+        calls.append((images, y_train, test_images, y_test, n_classes, seed, flip, recipe))
+        return {"acc": 0.5, "bacc": 0.25, "auc": 1.0, "probe": {}, "seconds": 3.0}
+
+    monkeypatch.setattr(accuracy.finetune, "fine_tune_run", run)
+    train, test = np.array([0, 1, 2, 3]), np.array([4, 5])
+    assert accuracy.fine_tune("retinamnist", work, train, test, seed=7) == {
+        "acc": 0.5,
+        "bacc": 0.25,
+        "auc": 1.0,
+    }
+    ((images, y_train, test_images, y_test, k, seed, flip, recipe),) = calls
+    torch.testing.assert_close(images, work.network_images[:4])
+    torch.testing.assert_close(test_images, work.network_images[4:])
+    assert y_train.tolist() == [0, 1, 0, 1] and y_test.tolist() == [0, 1]
+    assert (k, seed, flip) == (2, 7, True)
+    assert recipe == {**accuracy.finetune.RECIPE, "image_size": 32, "head_lr": 0.01}
+
+
+def test_one_fine_tuning_loop_in_the_benchmarks():
+    training = re.compile(r"NeuralNetClassifier|\.backward\(|optimizer\.step\(")
+    holders = {
+        path.name
+        for path in BENCHMARKS.glob("*.py")
+        if training.search(path.read_text()) and path.name != "speed.py"  # its CPU burner
+    }
+    assert holders == {"finetune.py"}
 
 
 def test_benchmarks_share_one_copy_of_each_step(accuracy):
+    from sklearn_cae.datasets import stratified_subset
+
     ablation = load_benchmark("ablation")
     signals = load_benchmark("signals")
     assert accuracy.cv_bacc is ablation.cv_bacc is signals.cv_bacc
-    assert accuracy.svc is signals.svc and accuracy.subsample is signals.subsample
+    assert accuracy.eval_features is ablation.eval_features is signals.eval_features
+    assert accuracy.stratified_subset is signals.stratified_subset is stratified_subset
     assert accuracy.backbone_features is signals.backbone_features
-
-
-def test_signals_runs_against_a_package_without_stratified_subset(tmp_path):
-    """``docs/method.md`` runs signals.py on an older checkout (PYTHONPATH): releases
-    before ``stratified_subset`` must still load it and draw the same labelled images."""
-    script = textwrap.dedent(
-        f"""
-        import sys
-        import numpy as np
-        import sklearn_cae.datasets
-
-        del sklearn_cae.datasets.stratified_subset  # as in an older release
-        sys.path.insert(0, {str(BENCHMARKS)!r})
-        import bench_common
-
-        y = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2])
-        assert bench_common.subsample(y, 1.0, seed=0).tolist() == list(range(12))
-        print("fraction 0.5:", bench_common.subsample(y, 0.5, seed=3).tolist())
-        import signals
-
-        signals.main(["--help"])
-        """
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr
-    # The previous release's rows at 10% labels: the same images as the package's rule.
-    from sklearn_cae.datasets import stratified_subset
-
-    y = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2])
-    expected = stratified_subset(y, 0.5, random_state=3).tolist()
-    assert f"fraction 0.5: {expected}" in result.stdout
-    assert "--medmnist-root" in result.stdout and "--covid-root" in result.stdout
 
 
 def test_benchmarks_call_no_private_name_of_another_module():
@@ -413,7 +444,7 @@ def test_ablation_keeps_the_raw_maps_of_the_layers_asked_for(medmnist_root):
     assert "conv_head" in pooled and len(pooled["blocks.4"]) == len(data.y)
 
 
-def test_ablation_standardises_as_before_up_to_float16():
+def test_ablation_standardizes_as_before_up_to_float16():
     import torch
 
     ablation = load_benchmark("ablation")
@@ -424,7 +455,7 @@ def test_ablation_standardises_as_before_up_to_float16():
     var = train.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
     std = torch.where(var > 1e-12, var.sqrt(), torch.ones_like(var))
     before = ((maps.double() - mean) / std).half().numpy()  # the formula of accuracy.py
-    now = ablation.standardised(maps, fit)
+    now = ablation.standardized(maps, fit)
     assert now.dtype == np.float16
     np.testing.assert_allclose(now.astype(np.float32), before.astype(np.float32), atol=4e-3)
 
@@ -496,20 +527,22 @@ def test_signals_computes_backbone_features_once_per_data_set(medmnist_root, tmp
     assert len(rows) == 4 and calls == [24]  # 2 fractions x 2 seeds, one extraction
 
 
-def test_signals_merge_replaces_rows_of_the_same_key(tmp_path):
+def test_signals_table_is_rewritten_from_the_saved_rows(tmp_path):
     signals = load_benchmark("signals")
-    path = tmp_path / "s.json"
-    row = {"config": "c", "dataset": "d", "fraction": 1.0, "seed": 0, "bacc": 0.1}
-    signals.merge_rows(path, [row, {**row, "seed": 1}])
-    signals.merge_rows(path, [{**row, "bacc": 0.9}])
-    saved = json.loads(path.read_text())
-    assert [(r["seed"], r["bacc"]) for r in saved] == [(1, 0.1), (0, 0.9)]
+    for stem, on_test in (("signals", False), ("signals_test", True)):
+        signals.report(RESULTS / f"{stem}.json", tmp_path / f"{stem}.md", on_test)
+        assert (tmp_path / f"{stem}.md").read_text() == (RESULTS / f"{stem}.md").read_text()
 
 
 # ------------------------------------------------------------------ gpu_check.py
 @pytest.mark.slow
 def test_gpu_check_dry_run_on_the_cpu(tmp_path):
-    """The CUDA check's code path, run on the CPU so that a GPU session finds it working."""
+    """The CUDA check's code path, run on the CPU so that a GPU session finds it working.
+
+    On the CPU the "CUDA" features and the reference (the featurizer's pickled CPU
+    copy) come from the same fitted featurizer on the same device: this run proves the
+    script runs end to end and writes its tables, not that any two devices agree.
+    """
     gpu_check = load_benchmark("gpu_check")
     out = tmp_path / "gpu_check.md"
     small = ["--n", "8", "--n-agree", "8", "--size", "32", "--batch-size", "8", "--repeats", "1"]
@@ -519,25 +552,150 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     assert "CAE transform" in text and "BackboneFeaturizer.transform" in text
 
 
-# ---------------------------------------------------------------- fingerprint.py
-def test_fingerprint_digest_tells_arrays_apart():
-    digest = load_benchmark("fingerprint").digest
-    features = np.arange(12, dtype=np.float32).reshape(3, 4)
-    assert digest(features) == digest(features.copy())
-    assert digest(features) != digest(features.reshape(4, 3))  # same bytes, other shape
-    assert digest(features) != digest(features.astype(np.float64))
-    changed = features.copy()
-    changed[2, 3] = np.nextafter(changed[2, 3], np.float32(np.inf))  # one bit
-    assert digest(features) != digest(changed)
+@pytest.mark.slow
+def test_gpu_check_agreement_against_independent_references(monkeypatch):
+    """:func:`check_agreement` against featurizers fitted again, independently, on the CPU.
+
+    Fitted with the same seed they must agree (the CPU fit is reproducible, so the
+    pickled copy is not what makes the dry run agree); with another seed the CAE's
+    features differ, and the check must say so. Only the pretrained backbone: a
+    ``weights=None`` backbone draws new random weights at each fit.
+    """
+    from sklearn.base import clone
+
+    gpu_check = load_benchmark("gpu_check")
+    monkeypatch.setattr(gpu_check, "BACKBONES", [("efficientnet_lite0", "DEFAULT")])
+    args = SimpleNamespace(size=32, batch_size=8)
+    X = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    cpu = gpu_check.torch.device("cpu")
+
+    def refitted(random_state):
+        def reference(featurizer, X):
+            params = {"device": "cpu"}
+            if "random_state" in featurizer.get_params():
+                params["random_state"] = random_state
+            return clone(featurizer).set_params(**params).fit(X).transform(X)
+
+        return reference
+
+    def verdicts(random_state) -> tuple[bool, list[str]]:
+        lines = []
+        ok = gpu_check.check_agreement(X, args, cpu, lines.append, reference=refitted(random_state))
+        rows = "\n".join(lines).splitlines()
+        return ok, [row.split(" | ")[0][2:] for row in rows if row.endswith("| NO |")]
+
+    assert verdicts(0) == (True, [])
+    ok, failed = verdicts(1)
+    assert not ok and failed == ["efficientnet_lite0 CAETransferFeaturizer"] * 2
 
 
-@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.25, 0.5, 1.0])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_kept_subset_rule_is_the_packages(common, fraction, seed):
-    from sklearn_cae.datasets import stratified_subset
+# ---------------------------------------------------------------------- speed.py
+@pytest.fixture(scope="module")
+def speed():
+    return load_benchmark("speed")
 
-    y = np.random.default_rng(seed).integers(0, 3, size=200)
-    np.testing.assert_array_equal(
-        common.stratified_subset_rule(y, fraction, seed),
-        stratified_subset(y, fraction, random_state=seed),
-    )
+
+def test_speed_transform_goal_is_each_ratio_at_each_size(speed):
+    goals = speed.transform_goals({128: {"a": 0.95, "b": 0.9}, 224: {"a": 0.89, "b": 1.2}})
+    assert [met for _, _, met in goals] == [True, True, False, True]
+    assert "at 224 px" in goals[2][0] and goals[2][1] == "0.89x"
+
+
+def test_speed_search_goal_counts_backbone_images(speed):
+    single = (1.0, 2.0, 100, 0.5)
+    met = speed.search_goals({"one fit + transform (no cache)": single,
+                              "GridSearchCV, cache (cold)": (9.0, 9.0, 150, 5.0)})  # fmt: skip
+    missed = speed.search_goals({"one fit + transform (no cache)": single,
+                                 "GridSearchCV, cache (cold)": (9.0, 9.0, 151, 0.1)})  # fmt: skip
+    assert met[0][2] and not missed[0][2]
+    assert met[0][1].startswith("1.50x (150 vs 100")
+
+
+def _memory_rows(growth_cached, cpu_no_cache=(1.0, 4.0, 16.0)):
+    ns, maps = (1000, 4000, 16000), (16.0, 62.0, 250.0)
+    rows = [
+        {"n": n, "cached": False, "maps_mib": m, "anon_growth_mib": 40 + m, "cpu": cpu}
+        for n, m, cpu in zip(ns, maps, cpu_no_cache, strict=True)
+    ]
+    rows += [
+        {"n": n, "cached": True, "maps_mib": m, "anon_growth_mib": g, "cpu": n / 1000}
+        for n, m, g in zip(ns, maps, growth_cached, strict=True)
+    ]
+    return rows
+
+
+def test_speed_memory_goals(speed):
+    flat = speed.memory_goals(_memory_rows((30, 33, 41)))  # saved run: 5% of the maps
+    assert [met for _, _, met in flat] == [True, True, True]
+    assert "30 -> 41 MiB" in flat[0][1] and "(5%)" in flat[0][1]
+    growing = speed.memory_goals(_memory_rows((30, 60, 90)))  # 26% of the maps
+    assert [met for _, _, met in growing] == [False, True, True]
+    superlinear = speed.memory_goals(_memory_rows((30, 33, 41), cpu_no_cache=(1.0, 4.0, 32.0)))
+    assert [met for _, _, met in superlinear] == [True, False, True]
+    assert superlinear[1][1] == "1.00 -> 1.00 -> 2.00 (2.00x)"
+    overhead = speed.memory_goals(_memory_rows((30, 33, 41), cpu_no_cache=(2.0, 4.0, 16.0)))
+    assert [met for _, _, met in overhead] == [True, True, True]  # dearer small N is fine
+
+
+def test_speed_exits_non_zero_on_a_missed_goal(speed, monkeypatch, tmp_path):
+    def section(goal_met):
+        return lambda *args: [("a goal", "measured", goal_met)]
+
+    out = tmp_path / "speed.md"
+    monkeypatch.setattr(speed, "section_3", section(True))
+    assert speed.main(["--sections", "3", "--out", str(out)]) == 0
+    assert "Goals met: 1 of 1." in out.read_text()
+    monkeypatch.setattr(speed, "section_3", section(False))
+    assert speed.main(["--sections", "3", "--out", str(out)]) == 1
+    assert "Goals met: 0 of 1; missed: a goal." in out.read_text()
+
+
+# ----------------------------------------------------------------------- scale.py
+def _scale_row(**change):
+    row = {
+        "n": 2000, "cold_s": 100.0, "cold_rss": 1.2, "warm_s": 30.0, "warm_identical": True,
+        "was_killed": True, "resumed_s": 70.0, "resumed_identical": True, "left_beside": [],
+        "cache_mib": 10.0, "cap_mib": 5.0, "capped_mib": 5.1, "files_rate": 90.0,
+        "bare_rate": 100.0,
+    }  # fmt: skip
+    return {**row, **change}
+
+
+def test_scale_report_judges_every_goal():
+    scale = load_benchmark("scale")
+    text, passed = scale.report([_scale_row()], threads="1")
+    assert passed and "| N | cold s | img/s |" in text and "| 2,000 | 100 | 20 |" in text
+    assert text.count("| yes |") == 5 and "| no |" not in text
+    text, passed = scale.report([_scale_row(), _scale_row(n=4000, warm_identical=False)], "1")
+    assert not passed and text.count("| no |") == 1
+    assert "## Growth with N, extrapolated to 100,000 files" in text
+
+
+# ---------------------------------------------------------------------- export.py
+def test_export_table_formats_each_kind_of_value():
+    export = load_benchmark("export")
+    assert export.cell("labels agree (same uint8 input)", 0.99871) == "99.87%"
+    assert export.cell("max feature difference (relative)", 0.000123) == "1.2e-04"
+    assert export.cell("graph MB", 12.34) == "12.3" and export.cell("data set", "x") == "x"
+
+
+# ---------------------------------------------------------------- dask_scaling.py
+def test_dask_goals_compare_every_run_with_the_reference():
+    dask_scaling = load_benchmark("dask_scaling")
+
+    def search(best, scores):
+        results = {f"split{i}_test_score": np.array(scores) + i for i in range(3)}
+        return SimpleNamespace(best_params_=best, cv_results_=results)
+
+    reference = search({"b": 16}, [0.5, 0.6])
+    same = {
+        "in-process": [{"search": reference}],
+        "cluster": [{"search": search({"b": 16}, [0.5, 0.6])}],
+    }
+    assert [met for _, _, met in dask_scaling.goals(same, reference)] == [True, True]
+    other_best = {**same, "cluster": [{"search": search({"b": 32}, [0.5, 0.6])}]}
+    verdict = dask_scaling.goals(other_best, reference)
+    assert [met for _, _, met in verdict] == [False, True] and "{'b': 32}" in verdict[0][1]
+    other_scores = {**same, "cluster": [{"search": search({"b": 16}, [0.5, 0.61])}]}
+    verdict = dask_scaling.goals(other_scores, reference)
+    assert [met for _, _, met in verdict] == [True, False] and verdict[1][1] == "1 of 2 runs"

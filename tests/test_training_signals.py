@@ -211,10 +211,27 @@ def test_semi_supervised_in_cross_validate_and_grid_search(small_breast):
     X, y = small_breast
     pipe = make_pipeline(_semi(max_epochs=2), StandardScaler(), SVC())
     cv = StratifiedKFold(3, shuffle=True, random_state=0)
-    scores = cross_validate(pipe, X, y, cv=cv, scoring="balanced_accuracy")
+    scores = cross_validate(pipe, X, y, cv=cv, scoring="balanced_accuracy", error_score="raise")
     assert np.all(np.isfinite(scores["test_score"]))
-    grid = GridSearchCV(pipe, {"caetransferfeaturizer__supervision": [0.0, 1.0]}, cv=cv).fit(X, y)
-    assert grid.best_params_["caetransferfeaturizer__supervision"] in (0.0, 1.0)
+    grid = GridSearchCV(
+        pipe,
+        {"caetransferfeaturizer__supervision": [0.0, 1.0]},
+        cv=cv,
+        scoring="balanced_accuracy",
+        error_score="raise",  # a failing candidate fails the test instead of scoring nan
+        return_train_score=True,
+    ).fit(X, y)
+    folds = np.array([grid.cv_results_[f"split{k}_test_score"] for k in range(3)]).T
+    assert np.all(np.isfinite(folds))
+    # The search fits what cross_validate fits: the pipeline's own supervision (1.0)
+    # scores the same folds alike, so clone and set_params reach the featurizer intact.
+    supervised = list(grid.cv_results_["param_caetransferfeaturizer__supervision"]).index(1.0)
+    np.testing.assert_allclose(folds[supervised], scores["test_score"])
+    # The parameter reaches the featurizer: the candidates do not score alike, and the
+    # labels' signal separates the training images better than the codes without it.
+    assert not np.array_equal(folds[0], folds[1])
+    train = grid.cv_results_["mean_train_score"]
+    assert train[supervised] > train[1 - supervised]
 
 
 def test_frozen_semi_supervised_featurizer_for_the_labelled_subset(small_breast):
