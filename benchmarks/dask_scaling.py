@@ -46,7 +46,7 @@ sys.path.insert(0, str(BENCH))
 from bench_common import load_split, per_class_subset, verdict_table  # noqa: E402
 
 from sklearn_cae import CAETransferFeaturizer  # noqa: E402
-from sklearn_cae.dask import TorchWorkerPlugin  # noqa: E402
+from sklearn_cae.dask_cluster import TorchWorkerPlugin  # noqa: E402
 from sklearn_cae.evaluation import markdown_table  # noqa: E402
 
 GRID = {"feat__bottleneck": [16, 32], "feat__pooling": ["avg", "avgmax"]}

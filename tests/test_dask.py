@@ -30,7 +30,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validat
 from sklearn.pipeline import Pipeline
 
 from sklearn_cae import CAETransferFeaturizer
-from sklearn_cae.dask import TorchWorkerPlugin, featurize
+from sklearn_cae.dask_cluster import TorchWorkerPlugin, featurize
 
 from .helpers import FAST_CAE
 
@@ -218,3 +218,11 @@ def test_featurize_needs_a_fitted_featurizer():
 
     with pytest.raises(NotFittedError):
         featurize(CAETransferFeaturizer(), np.zeros((4, 28, 28), np.uint8))
+
+
+@pytest.mark.parametrize("chunk_size", [True, 0, 2.0])
+def test_chunk_size_must_be_a_positive_int_not_a_bool(chunk_size):
+    from sklearn_cae import BackboneFeaturizer
+
+    with pytest.raises(ValueError, match="chunk_size"):
+        featurize(BackboneFeaturizer(), np.zeros((2, 8, 8), np.uint8), chunk_size=chunk_size)

@@ -21,7 +21,6 @@ See ``docs/cluster.md`` for a runnable example and the multi-GPU plan.
 from __future__ import annotations
 
 import multiprocessing
-import numbers
 import os
 from collections.abc import Sequence
 
@@ -31,7 +30,7 @@ import numpy as np
 from distributed import Client, WorkerPlugin, get_client
 from sklearn.utils.validation import check_is_fitted
 
-from ._param_validation import HasMethods, Interval, validate_params
+from ._param_validation import HasMethods, strict_int, validate_params
 
 __all__ = ["TorchWorkerPlugin", "featurize"]
 
@@ -111,7 +110,7 @@ def _broadcast(featurizer, client: Client | None):
         "featurizer": [HasMethods(["transform", "get_feature_names_out"])],
         # X is a Dask array, an array or paths; the checks below say which went wrong.
         "X": "no_validation",
-        "chunk_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "chunk_size": [strict_int(1, None, closed="left")],
         "client": [Client, None],
     },
     prefer_skip_nested_validation=True,
@@ -157,8 +156,6 @@ def featurize(
     >>> features = featurize(fitted, da.from_zarr("images.zarr"), chunk_size=512)  # doctest: +SKIP
     >>> features.to_zarr("features.zarr")  # doctest: +SKIP
     """
-    if isinstance(chunk_size, bool):  # Interval(Integral, ...) would take True for 1
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
     check_is_fitted(featurizer)
     n_features = len(featurizer.get_feature_names_out())
     meta = np.empty((0, n_features), dtype=np.float32)
