@@ -262,7 +262,10 @@ def test_corrupt_entries_are_recomputed(images, tmp_path):
             file.seek(offset)
             file.write(damages[i % len(damages)](record))
     calls = _count_forwards(featurizer.backbone_)
-    np.testing.assert_array_equal(featurizer.transform(images), expected)
+    # The damaged images are recomputed in smaller batches than at fit, and the CPU's
+    # convolution kernels may then round differently (float16 maps, by about 3e-5 with
+    # one torch thread): equal up to that, not bit for bit.
+    np.testing.assert_allclose(featurizer.transform(images), expected, rtol=0, atol=1e-4)
     assert calls[0] > 0
     # The damaged entries were rewritten and now read back.
     cache = FeatureCache(tmp_path)
