@@ -171,15 +171,26 @@ class AutoEncoderNet(NeuralNet):
         labelled images of each batch (labels ``>= 0``); 0 ignores labels.
     class_weight : array of shape (n_classes,) or None, default=None
         Class weights of that cross-entropy.
+    label_smoothing : float, default=0.0
+        Label smoothing of that cross-entropy: targets of ``1 - label_smoothing`` on
+        the true class and the rest spread evenly, so that the head cannot drive the
+        few labelled codes to their class's corner.
     """
 
     def __init__(
-        self, *args, sparsity: float = 0.0, supervision: float = 0.0, class_weight=None, **kwargs
+        self,
+        *args,
+        sparsity: float = 0.0,
+        supervision: float = 0.0,
+        class_weight=None,
+        label_smoothing: float = 0.0,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.sparsity = sparsity
         self.supervision = supervision
         self.class_weight = class_weight
+        self.label_smoothing = label_smoothing
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         reconstruction, code, logits = y_pred
@@ -195,7 +206,12 @@ class AutoEncoderNet(NeuralNet):
                 weight = None
                 if self.class_weight is not None:
                     weight = torch.as_tensor(self.class_weight, device=logits.device).float()
-                cross_entropy = F.cross_entropy(logits[labelled], labels[labelled], weight)
+                cross_entropy = F.cross_entropy(
+                    logits[labelled],
+                    labels[labelled],
+                    weight,
+                    label_smoothing=float(self.label_smoothing),
+                )
                 loss = loss + self.supervision * cross_entropy
         return loss
 

@@ -49,16 +49,70 @@ from .images import (
     check_intensity,
     normalize_batch,
 )
-from .pooling import POOLINGS, pool, pooled_names
+from .pooling import POOLINGS, BlockScaler, pool, pooled_names
 from .semi_supervised import labelled_rows
 
 __all__ = ["BackboneFeaturizer", "CAETransferFeaturizer"]
 
 _POSITIVE_INT = Interval(Integral, 1, None, closed="left")
 
+#: The weight of the classification loss that ``supervision="auto"`` gives labels.
+AUTO_SUPERVISION = 1.0
+
+# Docs of the block balance, shared by both featurizers (as _docstrings.SHARED_DOCS).
+_BLOCK_DOCS = {
+    "balance_blocks": """balance_blocks : bool, default=True
+        Standardise each feature with its mean and standard deviation on the training
+        images and scale each block (one layer's pooled maps, one layer's code) by
+        ``1 / sqrt(its width)``, so that every block has a total variance of 1 and
+        none drowns another in an SVC's kernel (see
+        :class:`~sklearn_cae.pooling.BlockScaler`). A ``StandardScaler`` after the
+        featurizer undoes the balance: feed the features to the classifier as they
+        are. False returns the raw pooled values.""",
+    "fitted_blocks": """block_scaler_ : BlockScaler or None
+        The fitted block balance (None when ``balance_blocks=False``).""",
+}
+
+# timm's 1x1 classifier-head convolution (1280 channels in Lite0) is listed as a layer
+# but is no stage: pooled beside the stride-16 stage it scored below the last stage
+# (docs/method.md, round 4), so the hierarchical default stops before it.
+_HEAD_LAYERS = ("conv_head",)
+
+
+def hierarchical_layers(backbone: str | nn.Module, model: nn.Module | None = None) -> list[str]:
+    """The layers tapped when ``layer=None``: the stride-16 stage, then the last stage.
+
+    The stride-16 stage is :func:`~sklearn_cae.backbones.default_layer`'s; the last
+    stage is the deepest layer :func:`~sklearn_cae.backbones.available_layers` lists,
+    before a classifier-head convolution (``conv_head``). One layer when they are the
+    same (vision transformers, whose default is the last block).
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module
+        Backbone name or module.
+    model : torch.nn.Module, optional
+        The network that the name ``backbone`` builds, already loaded (see
+        :func:`~sklearn_cae.backbones.default_layer`).
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> from sklearn_cae.featurizer import hierarchical_layers
+    >>> hierarchical_layers("efficientnet_lite0")
+    ['blocks.4', 'blocks.6']
+    """
+    first = default_layer(backbone, model)
+    network = backbone if model is None or isinstance(backbone, nn.Module) else model
+    listed = [name for name in available_layers(network) if name not in _HEAD_LAYERS]
+    return [first] if listed[-1] == first else [first, listed[-1]]
+
 
 def _as_layer_list(layer, backbone) -> list[str]:
-    layers = [default_layer(backbone)] if layer is None else layer
+    layers = hierarchical_layers(backbone) if layer is None else layer
     if isinstance(layers, str):
         layers = [layers]
     if not layers:
@@ -101,6 +155,7 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         "weights": [str, os.PathLike, None, HasMethods("get_state_dict")],
         "layer": [str, list, tuple, None],
         "pooling": [StrOptions(set(POOLINGS))],
+        "balance_blocks": ["boolean"],
         "image_size": [_POSITIVE_INT, tuple, list],
         "image_shape": [tuple, list, None],
         "intensity": [StrOptions(set(INTENSITY_POLICIES)), tuple, list],
@@ -183,9 +238,7 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         )
         spec = load_backbone(backbone, self.weights)
         # Layers of the loaded model: an hf-hub config may only be found next to weights.
-        layers = _as_layer_list(
-            default_layer(backbone, spec.model) if self.layer is None else self.layer, spec.model
-        )
+        layers = self._layers_to_tap(backbone, spec.model)
         # NHWC weights match the channels_last input batches (about 2x faster on CPU).
         module = truncate(spec, layers).to(device, memory_format=torch.channels_last)
         size = check_image_size(self.image_size)
@@ -204,6 +257,11 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         self.n_channels_ = [int(m.shape[1]) for m in probe]
         self.map_shapes_ = [tuple(int(s) for s in m.shape[1:]) for m in probe]
         self.n_input_channels_ = int(images.shape[-1])
+
+    def _layers_to_tap(self, backbone, model: nn.Module) -> list[str]:
+        """``layer`` as a list, or the hierarchical default."""
+        layers = hierarchical_layers(backbone, model) if self.layer is None else self.layer
+        return _as_layer_list(layers, model)
 
     def _iter_batches(
         self,
@@ -415,6 +473,19 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
     def _feature_prefixes(self) -> list[tuple[str, int]]:
         raise NotImplementedError
 
+    def _fit_block_balance(self, features: np.ndarray) -> np.ndarray:
+        """Fit ``block_scaler_`` on the training features (None unless ``balance_blocks``)
+        and return them balanced."""
+        per_channel = len(pooled_names("", 1, self.pooling))
+        widths = [n_channels * per_channel for _, n_channels in self._feature_prefixes()]
+        self.block_scaler_ = BlockScaler(widths).fit(features) if self.balance_blocks else None
+        return self._balance(features)
+
+    def _balance(self, features: np.ndarray) -> np.ndarray:
+        """The raw pooled features through ``block_scaler_``, if any."""
+        scaler = getattr(self, "block_scaler_", None)  # absent in models pickled before 0.2
+        return features if scaler is None else scaler.transform(features)
+
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of the output features, ``<layer>[_code]_<pooling>_<channel>``.
 
@@ -436,23 +507,27 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         return np.asarray(names, dtype=object)
 
 
-@Substitution(**SHARED_DOCS)
+@Substitution(**SHARED_DOCS, **_BLOCK_DOCS)
 class BackboneFeaturizer(_BackboneFeaturizerBase):
     """Pooled feature maps of a frozen pretrained CNN (transfer-learned features).
 
     The baseline of Ahn et al. (2019): the same backbone, layer(s), input handling and
     pooling as :class:`CAETransferFeaturizer`, without the auto-encoder. Fitting loads
-    the backbone and reads no data beyond its shape.
+    the backbone and, with ``balance_blocks``, pools the training images' maps once for
+    the features' statistics (``fit_transform`` returns those features).
 
     Parameters
     ----------
     {backbone}
     {weights}
     layer : str, list of str or None, default=None
-        Layer(s) to tap, from :func:`~sklearn_cae.available_layers`; None picks a
-        stride-16 layer of the backbone. Several layers give concatenated features.
+        Layer(s) to tap, from :func:`~sklearn_cae.available_layers`. None taps the
+        backbone's stride-16 stage and its last stage (hierarchical features, see
+        :func:`~sklearn_cae.featurizer.hierarchical_layers`). Several layers give
+        concatenated features, one block per layer.
     pooling : {{"avg", "max", "avgmax", "spp"}}, default="avg"
         How each tapped map is pooled.
+    {balance_blocks}
     {image_size}
     {image_shape}
     {intensity}
@@ -467,6 +542,7 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
     Attributes
     ----------
     {fitted_backbone}
+    {fitted_blocks}
     {fitted_input}
 
     See Also
@@ -478,8 +554,8 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
     >>> import numpy as np
     >>> from sklearn_cae import BackboneFeaturizer
     >>> X = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
-    >>> BackboneFeaturizer(image_size=32).fit_transform(X).shape
-    (4, 112)
+    >>> BackboneFeaturizer(image_size=32).fit_transform(X).shape  # blocks.4 and blocks.6
+    (4, 432)
     """
 
     def __init__(
@@ -488,6 +564,7 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         weights="DEFAULT",
         layer: str | Sequence[str] | None = None,
         pooling: str = "avg",
+        balance_blocks: bool = True,
         image_size: int | tuple[int, int] = 128,
         image_shape: tuple[int, ...] | None = None,
         intensity="auto",
@@ -501,6 +578,7 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         self.weights = weights
         self.layer = layer
         self.pooling = pooling
+        self.balance_blocks = balance_blocks
         self.image_size = image_size
         self.image_shape = image_shape
         self.intensity = intensity
@@ -511,7 +589,8 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         self.verbose = verbose
 
     def fit(self, X, y=None):
-        """Validate ``X`` and load the frozen backbone.
+        """Validate ``X``, load the frozen backbone and, with ``balance_blocks``, fit
+        the features' statistics (one backbone pass over ``X``).
 
         Parameters
         ----------
@@ -529,12 +608,18 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         return self
 
     @fit_context(prefer_skip_nested_validation=True)
-    def _fit(self, X) -> None:
+    def _fit(self, X) -> np.ndarray | None:
+        """Fit; return the balanced training features when they were computed."""
         self._check_params()
-        self._fit_backbone(self._check_images(X, reset=True))
+        images = self._check_images(X, reset=True)
+        self._fit_backbone(images)
+        if not self.balance_blocks:
+            self.block_scaler_ = None
+            return None
+        return self._fit_block_balance(self._pooled(images))
 
     def fit_transform(self, X, y=None) -> np.ndarray:
-        """Fit to ``X``, then pool its tapped feature maps.
+        """Fit to ``X``, then pool its tapped feature maps (one backbone pass).
 
         Parameters
         ----------
@@ -546,10 +631,12 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         -------
         ndarray of shape (n_samples, n_features_out), float32
         """
-        return self.fit(X).transform(X)
+        with self._fitting():
+            features = self._fit(X)
+        return self.transform(X) if features is None else features
 
     def transform(self, X) -> np.ndarray:
-        """Pool the tapped feature maps of each image.
+        """Pool the tapped feature maps of each image (then balance the blocks).
 
         Parameters
         ----------
@@ -560,7 +647,10 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         ndarray of shape (n_samples, n_features_out), float32
         """
         check_is_fitted(self)
-        images = self._check_images(X, reset=False)
+        return self._balance(self._pooled(self._check_images(X, reset=False)))
+
+    def _pooled(self, images: ImageSource) -> np.ndarray:
+        """The raw pooled maps of ``images``, float32."""
         device = resolve_device(self.device)
         pooled = [
             torch.cat([pool(m.float(), self.pooling) for m in maps], dim=1).cpu()
@@ -572,28 +662,31 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         return list(zip(self.layers_, self.n_channels_, strict=True))
 
 
-@Substitution(**SHARED_DOCS)
+@Substitution(**SHARED_DOCS, **_BLOCK_DOCS)
 class CAETransferFeaturizer(_BackboneFeaturizerBase):
-    """Unsupervised deep transfer features: a CAE's pooled code on frozen CNN maps.
+    """Deep transfer features: a CAE's pooled code on frozen CNN maps.
 
     Implements Ahn et al., "Unsupervised Deep Transfer Feature Learning for Medical
     Image Classification" (ISBI 2019). ``fit`` runs the frozen ImageNet backbone once
-    over ``X``, standardises each tapped layer's maps per channel, and trains one
-    convolutional auto-encoder per layer to reconstruct them -- without labels
-    (``y`` is ignored) by default. ``transform`` returns the pooled bottleneck codes.
-    Two training signals can be added: denoising with realistic corruptions
-    (``corrupted_views``) and a classification loss on the labelled images
-    (``supervision``, with ``y == -1`` for unlabelled ones); see
-    :doc:`/semi_supervised` and docs/method.md for when they help.
+    over ``X``, standardises each tapped layer's maps per channel, and trains a
+    convolutional auto-encoder on the stride-16 stage's maps to reconstruct them.
+    ``transform`` returns the pooled bottleneck code, then the pooled maps of the
+    stride-16 and the last stage (hierarchical features), each block balanced.
+    Two training signals add to the reconstruction: denoising with realistic
+    corruptions (``corrupted_views``) and, when ``fit`` is given class labels, a
+    classification loss on the labelled images (``supervision``, ``y == -1`` for
+    unlabelled ones); see :doc:`/semi_supervised` and docs/method.md for the numbers.
 
     Parameters
     ----------
     {backbone}
     {weights}
     layer : str, list of str or None, default=None
-        Layer(s) to tap, from :func:`~sklearn_cae.available_layers`; None picks a
-        stride-16 layer. With several layers, one CAE is trained per layer and the
-        codes are concatenated (hierarchical features).
+        Layer(s) to train a CAE on, from :func:`~sklearn_cae.available_layers`. None
+        trains one on the stride-16 stage and, with ``include_backbone``, also taps
+        the last stage (pooled only; see
+        :func:`~sklearn_cae.featurizer.hierarchical_layers`). With several layers,
+        one CAE is trained per layer and the codes are concatenated.
     layer_sizes : sequence of int, default=(128,)
         Widths of the CAE's encoder convolutions (mirrored in its decoder).
     bottleneck : int, default=256
@@ -606,28 +699,35 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         added to the reconstruction loss: a sparse CAE, whose code describes each
         position with few active channels (about a quarter of them by default), so
         that its average pooling is a histogram-like summary. 0 disables it.
-    corrupted_views : int, default=0
+    corrupted_views : int, default=1
         Denoising with realistic corruptions: the number of corrupted copies of each
         training image (contrast, gamma, brightness, blur, noise, bias field; see
         :mod:`sklearn_cae.corruptions`) whose backbone maps the CAE learns to map
         back to the clean image's maps. Each epoch shows every image once, through
         its clean maps or one of its corrupted copies. Each view costs one more
         backbone pass over the training images; 0 trains on the clean maps alone.
-    supervision : float, default=0.0
+        One view adds 1.4 points of CV balanced accuracy to the semi-supervised CAE
+        with 10% of the labels (docs/method.md, round 3).
+    supervision : float or "auto", default="auto"
         Semi-supervised training, in :mod:`sklearn.semi_supervised`'s convention:
         the weight of a classification loss (class-balanced cross-entropy of a linear
         head on the average-pooled code) on the labelled images, added to the
-        reconstruction loss of all images. ``fit(X, y)`` then needs ``y``, with
-        ``-1`` marking unlabelled images. 0 (the paper's unsupervised CAE) ignores
-        ``y``. Inside a ``Pipeline``, ``GridSearchCV`` or ``cross_validate`` only the
-        training fold's labels are seen.
+        reconstruction loss of all images; ``-1`` in ``y`` marks unlabelled images.
+        ``"auto"`` gives the loss a weight of 1 when ``fit`` gets ``y`` with ``-1``
+        entries and labels of at least two classes among the others, and ignores
+        ``y`` otherwise (no ``y``, every image labelled, continuous targets); see
+        docs/method.md, round 4. A number > 0 insists on labels; 0 (the paper's
+        unsupervised CAE) ignores ``y``. Inside a ``Pipeline``, ``GridSearchCV`` or
+        ``cross_validate`` only the training fold's labels are seen.
     pooling : {{"avg", "max", "avgmax", "spp"}}, default="avg"
         How each code map (and each backbone map, see ``include_backbone``) is
         pooled into a vector.
     include_backbone : bool, default=True
         Also return the pooled (standardised) backbone maps of each tapped layer
-        after the codes. The CAE code complements, rather than replaces, the
-        transfer-learned features; see ``docs/method.md`` for the numbers.
+        after the codes -- with ``layer=None`` those of the stride-16 and the last
+        stage, i.e. ``BackboneFeaturizer()``'s features. The CAE code complements,
+        rather than replaces, the transfer-learned features; see ``docs/method.md``.
+    {balance_blocks}
     {image_size}
     {image_shape}
     {intensity}
@@ -662,10 +762,16 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
     Attributes
     ----------
     {fitted_backbone}
+    code_layers_ : list of str
+        The layers with a CAE: the first ``len(code_layers_)`` of ``layers_``.
     cae_ : list of AutoEncoderNet
-        The trained skorch nets, one per tapped layer (in the order of ``layers_``).
+        The trained skorch nets, one per layer of ``code_layers_``, in its order.
+    supervision_ : float
+        The weight the classification loss was trained with (``supervision``, or
+        what ``"auto"`` picked; 0 without labels).
     map_mean_, map_std_ : list of ndarray
         Per-channel statistics of each tapped layer's maps on the training images.
+    {fitted_blocks}
     {fitted_input}
 
     See Also
@@ -678,8 +784,8 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
     >>> from sklearn_cae import CAETransferFeaturizer
     >>> X = np.random.default_rng(0).integers(0, 256, size=(8, 28, 28), dtype=np.uint8)
     >>> feat = CAETransferFeaturizer(image_size=32, max_epochs=2, random_state=0)
-    >>> feat.fit_transform(X).shape  # 256 code + 112 backbone features of blocks.4
-    (8, 368)
+    >>> feat.fit_transform(X).shape  # 256 code + 112 (blocks.4) + 320 (blocks.6) pooled
+    (8, 688)
     >>> [maps.shape for maps in feat.reconstruct(X[:2])]  # blocks.4 at stride 16
     [(2, 112, 2, 2)]
     """
@@ -691,7 +797,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         "noise": [Interval(Real, 0, 1, closed="left")],
         "sparsity": [Interval(Real, 0, None, closed="left")],
         "corrupted_views": [Interval(Integral, 0, None, closed="left")],
-        "supervision": [Interval(Real, 0, None, closed="left")],
+        "supervision": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "include_backbone": ["boolean"],
         "max_epochs": [_POSITIVE_INT],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -718,10 +824,11 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         bottleneck: int = 256,
         noise: float = 0.0,
         sparsity: float = 0.1,
-        corrupted_views: int = 0,
-        supervision: float = 0.0,
+        corrupted_views: int = 1,
+        supervision: float | str = "auto",
         pooling: str = "avg",
         include_backbone: bool = True,
+        balance_blocks: bool = True,
         image_size: int | tuple[int, int] = 128,
         image_shape: tuple[int, ...] | None = None,
         intensity="auto",
@@ -749,6 +856,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         self.supervision = supervision
         self.pooling = pooling
         self.include_backbone = include_backbone
+        self.balance_blocks = balance_blocks
         self.image_size = image_size
         self.image_shape = image_shape
         self.intensity = intensity
@@ -808,8 +916,30 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         ndarray of shape (n_samples, n_features_out), float32
         """
         with self._fitting():
-            maps = self._fit(X, y)
+            return self._fit(X, y)
+
+    @fit_context(prefer_skip_nested_validation=True)
+    def _fit(self, X, y) -> np.ndarray:
+        """Fit and return the features of the training images."""
+        self._check_params()
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        images = self._check_images(X, reset=True)
+        self.supervision_ = self._supervision_weight(y)
+        labels = self._encode_labels(y, len(images)) if self.supervision_ else None
+        self._fit_backbone(images)
         device = resolve_device(self.device)
+        maps, means, stds = self._collect_maps(images, device)
+        corrupted = self._collect_corrupted_maps(images, device, means, stds, seed)
+        self.cae_ = [
+            self._train_cae(MapViews(clean, views, labels), seed + i, device)
+            for i, (clean, views) in enumerate(zip(maps, corrupted, strict=False))
+        ]
+        self.map_mean_ = [m.cpu().numpy() for m in means]
+        self.map_std_ = [s.cpu().numpy() for s in stds]
+        return self._fit_block_balance(self._encode_stored(maps, device))
+
+    def _encode_stored(self, maps: list[np.ndarray], device: torch.device) -> np.ndarray:
+        """Raw features of the stored (standardised float16) training maps."""
         codes = []
         for start in range(0, len(maps[0]), self.batch_size):
             batch = [
@@ -819,24 +949,26 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
             codes.append(self._encode(batch))
         return torch.cat(codes).numpy()
 
-    @fit_context(prefer_skip_nested_validation=True)
-    def _fit(self, X, y) -> list[np.ndarray]:
-        """Fit and return the standardised float16 training maps of each layer."""
-        self._check_params()
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        images = self._check_images(X, reset=True)
-        labels = self._encode_labels(y, len(images)) if self.supervision else None
-        self._fit_backbone(images)
-        device = resolve_device(self.device)
-        maps, means, stds = self._collect_maps(images, device)
-        corrupted = self._collect_corrupted_maps(images, device, means, stds, seed)
-        self.cae_ = [
-            self._train_cae(MapViews(clean, views, labels), seed + i, device)
-            for i, (clean, views) in enumerate(zip(maps, corrupted, strict=True))
-        ]
-        self.map_mean_ = [m.cpu().numpy() for m in means]
-        self.map_std_ = [s.cpu().numpy() for s in stds]
-        return maps
+    def _supervision_weight(self, y) -> float:
+        """The weight of the classification loss: ``supervision``, or what "auto" picks.
+
+        "auto" uses the labels when ``y`` marks unlabelled images (``-1``) and holds
+        class labels of at least two classes among the others; it ignores ``y``
+        otherwise: no ``y``, every image labelled (then the classifier after the
+        featurizer has every label, and a head trained on the same images only makes
+        their codes collapse toward their class; docs/method.md), continuous targets.
+        """
+        if self.supervision != "auto":
+            return float(self.supervision)
+        y = None if y is None else np.asarray(y)
+        if y is None or y.ndim != 1 or y.dtype.kind not in "iuf":
+            return 0.0
+        unlabelled = y == UNLABELLED
+        known = y[~unlabelled]
+        if not unlabelled.any() or len(np.unique(known)) < 2:
+            return 0.0
+        classes = type_of_target(known) in ("binary", "multiclass")
+        return AUTO_SUPERVISION if classes else 0.0
 
     def _collect_maps(self, images: ImageSource, device: torch.device):
         """One backbone pass: float16 maps per layer and per-channel mean / std.
@@ -872,13 +1004,13 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
     def _collect_corrupted_maps(self, images, device, means, stds, seed):
         """Standardised float16 maps of ``corrupted_views`` corrupted copies of the images.
 
-        Returns one list of views per tapped layer (empty lists without views). The
+        Returns one list of views per CAE layer (empty lists without views). The
         corruptions are drawn from a generator seeded with ``seed``; the maps are
         standardised with the clean maps' statistics, as the CAE's input will be.
         """
         views = [
             [self._map_array((len(images), *shape)) for _ in range(self.corrupted_views)]
-            for shape in self.map_shapes_
+            for shape in self.map_shapes_[: len(self.code_layers_)]
         ]
         generator = torch.Generator().manual_seed(seed)
         for view in range(self.corrupted_views):
@@ -887,7 +1019,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
                 images, device, alter=lambda unit: corrupt(unit, generator)
             ):
                 stop = start + len(batch_maps[0])
-                for i, layer_maps in enumerate(batch_maps):
+                for i, layer_maps in enumerate(batch_maps[: len(views)]):
                     standardized = standardize(layer_maps.half().float(), means[i], stds[i])
                     views[i][view][start:stop] = standardized.half().cpu().numpy()
                 start = stop
@@ -946,7 +1078,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
             bottleneck=self.bottleneck,
             noise=self.noise,
             sparsity=self.sparsity,
-            supervision=self.supervision,
+            supervision=self.supervision_,
             lr=self.lr,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
@@ -964,7 +1096,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         """Features of standardised maps: pooled codes, then pooled maps if asked."""
         codes = []
         with torch.inference_mode():
-            for net, layer_maps in zip(self.cae_, maps, strict=True):
+            for net, layer_maps in zip(self.cae_, maps[: len(self.cae_)], strict=True):
                 module = net.module_.to(layer_maps.device).eval()
                 codes.append(pool(module.encode(layer_maps), self.pooling))
             if self.include_backbone:
@@ -997,7 +1129,8 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         -------
         ndarray of shape (n_samples, n_features_out), float32
         """
-        return torch.cat([self._encode(maps) for maps in self._iter_standardized_maps(X)]).numpy()
+        features = [self._encode(maps) for maps in self._iter_standardized_maps(X)]
+        return self._balance(torch.cat(features).numpy())
 
     def backbone_maps(self, X, *, standardized: bool = True) -> list[np.ndarray]:
         """The tapped backbone maps of ``X``, standardised as the auto-encoders see them.
@@ -1048,19 +1181,34 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         with torch.inference_mode():
             for batch in self._iter_standardized_maps(X):
                 if return_maps:
-                    maps.append(batch)
+                    maps.append(batch[: len(self.cae_)])
                 reconstructions.append(
                     [
                         net.module_.to(layer_maps.device).eval()(layer_maps)[0]
-                        for net, layer_maps in zip(self.cae_, batch, strict=True)
+                        for net, layer_maps in zip(self.cae_, batch[: len(self.cae_)], strict=True)
                     ]
                 )
         if return_maps:
             return _as_numpy(maps), _as_numpy(reconstructions)
         return _as_numpy(reconstructions)
 
+    def _layers_to_tap(self, backbone, model: nn.Module) -> list[str]:
+        """The CAE's layers (``code_layers_``), then any layer only pooled.
+
+        ``layer=None`` trains one CAE on the stride-16 stage; with ``include_backbone``
+        the backbone's last stage is tapped too and pooled beside it, so that the
+        features hold ``BackboneFeaturizer()``'s hierarchical ones.
+        """
+        if self.layer is not None:
+            self.code_layers_ = _as_layer_list(self.layer, model)
+            return self.code_layers_
+        self.code_layers_ = [default_layer(backbone, model)]
+        if not self.include_backbone:
+            return self.code_layers_
+        return _as_layer_list(hierarchical_layers(backbone, model), model)
+
     def _feature_prefixes(self):
-        prefixes = [(f"{layer}_code", self.bottleneck) for layer in self.layers_]
+        prefixes = [(f"{layer}_code", self.bottleneck) for layer in self.code_layers_]
         if self.include_backbone:
             prefixes += list(zip(self.layers_, self.n_channels_, strict=True))
         return prefixes

@@ -34,12 +34,13 @@ def test_output_shape_dtype_and_names(fitted, images):
     assert np.all(np.isfinite(features))
 
 
-def test_default_features_are_code_then_pooled_backbone_map(images):
+def test_default_features_are_code_then_pooled_backbone_maps(images):
     feat = CAETransferFeaturizer(**{**FAST_CAE, "pooling": "avg", "include_backbone": True})
     features = feat.fit_transform(images)
     names = feat.get_feature_names_out()
-    assert features.shape == (len(images), 8 + 112) == (len(images), len(names))
+    assert features.shape == (len(images), 8 + 112 + 320) == (len(images), len(names))
     assert names[0] == "blocks.4_code_avg_0" and names[8] == "blocks.4_avg_0"
+    assert names[120] == "blocks.6_avg_0"
     # The backbone part is the pooled, standardised map: zero mean over the training set.
     np.testing.assert_allclose(features[:, 8:].mean(axis=0), 0, atol=0.1)
 
@@ -64,6 +65,7 @@ def test_sparsity_penalty_makes_codes_sparser(images):
 
     def fraction_zero(sparsity):
         params = {**FAST_CAE, "max_epochs": 10, "lr": 0.01, "sparsity": sparsity}
+        params["corrupted_views"] = 0  # the clean maps' codes, which transform sees
         feat = CAETransferFeaturizer(**params).fit(images)
         maps = torch.from_numpy(reconstruct_feature_maps(feat, images)[0])
         with torch.inference_mode():
@@ -94,11 +96,18 @@ def test_fit_transform_equals_fit_then_transform(images):
     np.testing.assert_allclose(feat.fit_transform(images), feat.transform(images), atol=1e-5)
 
 
-def test_y_is_ignored(images):
+def test_y_is_ignored_without_supervision_and_used_by_default(images):
     y = np.arange(len(images)) % 2
-    a = CAETransferFeaturizer(**FAST_CAE).fit(images, y).transform(images)
-    b = CAETransferFeaturizer(**FAST_CAE).fit(images).transform(images)
+    unsupervised = {**FAST_CAE, "supervision": 0.0}
+    a = CAETransferFeaturizer(**unsupervised).fit(images, y).transform(images)
+    b = CAETransferFeaturizer(**unsupervised).fit(images).transform(images)
     np.testing.assert_array_equal(a, b)
+    # "auto": labels are used when some images are unlabelled (y == -1) only.
+    c = CAETransferFeaturizer(**FAST_CAE).fit(images, y).transform(images)
+    np.testing.assert_array_equal(b, c)
+    y[::3] = -1
+    d = CAETransferFeaturizer(**FAST_CAE).fit(images, y).transform(images)
+    assert not np.allclose(b, d)
 
 
 @pytest.mark.parametrize(("pooling", "per_channel"), [("avg", 1), ("max", 1), ("spp", 5)])
@@ -252,13 +261,16 @@ def test_fitted_on_gpu_transforms_on_cpu(images):
 
 # ------------------------------------------------------------------ public maps API
 def test_backbone_maps_are_what_the_features_pool(images):
-    backbone = BackboneFeaturizer(**FAST, layer=["blocks.3", "blocks.4"]).fit(images)
+    layers = ["blocks.3", "blocks.4"]
+    backbone = BackboneFeaturizer(**FAST, layer=layers, balance_blocks=False).fit(images)
     maps = backbone.backbone_maps(images[:5])
     assert [m.shape[1:] for m in maps] == backbone.map_shapes_
     pooled = np.hstack([m.mean(axis=(2, 3)) for m in maps])
     np.testing.assert_allclose(pooled, backbone.transform(images[:5]), rtol=1e-5, atol=1e-6)
 
-    cae = CAETransferFeaturizer(**{**FAST_CAE, "include_backbone": True, "pooling": "avg"})
+    cae = CAETransferFeaturizer(
+        **{**FAST_CAE, "include_backbone": True, "pooling": "avg", "balance_blocks": False}
+    )
     cae.fit(images)
     raw = cae.backbone_maps(images[:5], standardized=False)[0]
     np.testing.assert_array_equal(
@@ -270,7 +282,9 @@ def test_backbone_maps_are_what_the_features_pool(images):
     # The transform's backbone part is the average of the standardised maps.
     n_code = cae.bottleneck
     np.testing.assert_allclose(
-        cae.transform(images[:5])[:, n_code:], standardized.mean(axis=(2, 3)), atol=1e-5
+        cae.transform(images[:5])[:, n_code : n_code + 112],
+        standardized.mean(axis=(2, 3)),
+        atol=1e-5,
     )
 
 
