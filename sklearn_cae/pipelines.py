@@ -1,9 +1,10 @@
 """Featurizer + scaler + SVC pipelines, and finding the featurizers inside a model.
 
 :func:`featurizer_pipelines` builds what ``sklearn-cae evaluate`` compares and
-``sklearn-cae fit`` saves: each featurizer followed by ``StandardScaler``, optionally an
-imbalanced-learn sampler (:data:`SAMPLERS`), and an SVC, calibrated to give class
-probabilities when the labels are known (:func:`make_classifier`).
+``sklearn-cae fit`` saves: each featurizer (whose features come standardized, each block
+balanced: no scaler follows it), optionally an imbalanced-learn sampler
+(:data:`SAMPLERS`), and an SVC, calibrated to give class probabilities when the labels
+are known (:func:`make_classifier`).
 :func:`find_featurizers` looks through pipelines, fitted searches and wrappers for the
 featurizers a model holds: the command line sets its run options on them, and
 :mod:`sklearn_cae.plotting` draws the auto-encoder of the one it finds.
@@ -20,7 +21,6 @@ from typing import Any
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 __all__ = [
@@ -116,13 +116,13 @@ def make_sampler(resample: str, *, random_state: int = 0, smallest_class: int | 
 
 
 def describe_steps(features: str, resample: str = "none") -> str:
-    """``features + StandardScaler [+ sampler] + SVC``, as the pipelines are built.
+    """``features [+ sampler] + SVC``, as the pipelines are built.
 
     >>> describe_steps("features", "smote")
-    'features + StandardScaler + SMOTE + SVC'
+    'features + SMOTE + SVC'
     """
     sampler = [] if resample == "none" else [SAMPLERS[resample][1]]
-    return " + ".join([features, "StandardScaler", *sampler, "SVC"])
+    return " + ".join([features, *sampler, "SVC"])
 
 
 def featurizer_pipelines(
@@ -133,10 +133,12 @@ def featurizer_pipelines(
     y=None,
     smallest_class: int | None = None,
 ) -> dict[str, Pipeline]:
-    """CAETransferFeaturizer and BackboneFeaturizer, each + StandardScaler + SVC.
+    """CAETransferFeaturizer and BackboneFeaturizer, each + SVC.
 
-    With a sampler (``resample``), each pipeline is an ``imblearn.pipeline.Pipeline``
-    with the sampler before the SVC: it resamples the (scaled) features of the images
+    The featurizers' output is already standardized with each block balanced
+    (``balance_blocks``): a ``StandardScaler`` after them would undo the balance. With a
+    sampler (``resample``), each pipeline is an ``imblearn.pipeline.Pipeline`` with the
+    sampler before the SVC: it resamples the features of the images
     the pipeline is fitted on, never those it predicts.
 
     Parameters
@@ -167,14 +169,12 @@ def featurizer_pipelines(
         featurizer = cls(**_params_taken(cls, {**params, "random_state": random_state}))
         sampler = make_sampler(resample, random_state=random_state, smallest_class=smallest_class)
         if sampler is None:
-            pipelines[cls.__name__] = make_pipeline(
-                featurizer, StandardScaler(), make_classifier(y)
-            )
+            pipelines[cls.__name__] = make_pipeline(featurizer, make_classifier(y))
         else:
             from imblearn.pipeline import make_pipeline as make_resampling_pipeline
 
             pipelines[cls.__name__] = make_resampling_pipeline(
-                featurizer, StandardScaler(), sampler, make_classifier(y)
+                featurizer, sampler, make_classifier(y)
             )
     return pipelines
 
