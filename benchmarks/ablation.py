@@ -134,7 +134,9 @@ def ablation_maps(
     """Raw maps of ``raw_layers`` (float16) and avg / max pooled maps of all layers."""
     layers = available_layers("efficientnet_lite0")
     device = resolve_device(config.device)
-    feat = BackboneFeaturizer(layer=layers, image_size=config.image_size, device=config.device)
+    feat = BackboneFeaturizer(
+        layer=layers, image_size=config.image_size, device=config.device, balance_blocks=False
+    )
     feat.fit(data.X[:2])
     images = channels_last(data.X)
     maps = {name: [] for name in raw_layers}

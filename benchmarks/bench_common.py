@@ -206,7 +206,8 @@ def backbone_features(X, layers: Sequence[str] | None = None, **params) -> dict[
     from sklearn_cae import BackboneFeaturizer, available_layers
 
     layers = list(layers or available_layers(BACKBONE))
-    featurizer = BackboneFeaturizer(layer=layers, **params).fit(X[:2])
+    # Raw pooled maps: block balancing would fit statistics on the 2 images fit sees.
+    featurizer = BackboneFeaturizer(layer=layers, balance_blocks=False, **params).fit(X[:2])
     F = featurizer.transform(X)
     edges = np.cumsum([0, *featurizer.n_channels_])
     return {name: F[:, a:b] for name, a, b in zip(layers, edges[:-1], edges[1:], strict=True)}

@@ -32,6 +32,7 @@ from .backbones import (
     DEFAULT_BACKBONE,
     available_layers,
     default_layer,
+    hierarchical_layers,
     load_backbone,
     truncate,
 )
@@ -72,43 +73,6 @@ _BLOCK_DOCS = {
     "fitted_blocks": """block_scaler_ : BlockScaler or None
         The fitted block balance (None when ``balance_blocks=False``).""",
 }
-
-# timm's 1x1 classifier-head convolution (1280 channels in Lite0) is listed as a layer
-# but is no stage: pooled beside the stride-16 stage it scored below the last stage
-# (docs/method.md, round 4), so the hierarchical default stops before it.
-_HEAD_LAYERS = ("conv_head",)
-
-
-def hierarchical_layers(backbone: str | nn.Module, model: nn.Module | None = None) -> list[str]:
-    """The layers tapped when ``layer=None``: the stride-16 stage, then the last stage.
-
-    The stride-16 stage is :func:`~sklearn_cae.backbones.default_layer`'s; the last
-    stage is the deepest layer :func:`~sklearn_cae.backbones.available_layers` lists,
-    before a classifier-head convolution (``conv_head``). One layer when they are the
-    same (vision transformers, whose default is the last block).
-
-    Parameters
-    ----------
-    backbone : str or torch.nn.Module
-        Backbone name or module.
-    model : torch.nn.Module, optional
-        The network that the name ``backbone`` builds, already loaded (see
-        :func:`~sklearn_cae.backbones.default_layer`).
-
-    Returns
-    -------
-    list of str
-
-    Examples
-    --------
-    >>> from sklearn_cae.featurizer import hierarchical_layers
-    >>> hierarchical_layers("efficientnet_lite0")
-    ['blocks.4', 'blocks.6']
-    """
-    first = default_layer(backbone, model)
-    network = backbone if model is None or isinstance(backbone, nn.Module) else model
-    listed = [name for name in available_layers(network) if name not in _HEAD_LAYERS]
-    return [first] if listed[-1] == first else [first, listed[-1]]
 
 
 def _as_layer_list(layer, backbone) -> list[str]:
@@ -523,7 +487,7 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
     layer : str, list of str or None, default=None
         Layer(s) to tap, from :func:`~sklearn_cae.available_layers`. None taps the
         backbone's stride-16 stage and its last stage (hierarchical features, see
-        :func:`~sklearn_cae.featurizer.hierarchical_layers`). Several layers give
+        :func:`~sklearn_cae.backbones.hierarchical_layers`). Several layers give
         concatenated features, one block per layer.
     pooling : {{"avg", "max", "avgmax", "spp"}}, default="avg"
         How each tapped map is pooled.
@@ -685,7 +649,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         Layer(s) to train a CAE on, from :func:`~sklearn_cae.available_layers`. None
         trains one on the stride-16 stage and, with ``include_backbone``, also taps
         the last stage (pooled only; see
-        :func:`~sklearn_cae.featurizer.hierarchical_layers`). With several layers,
+        :func:`~sklearn_cae.backbones.hierarchical_layers`). With several layers,
         one CAE is trained per layer and the codes are concatenated.
     layer_sizes : sequence of int, default=(128,)
         Widths of the CAE's encoder convolutions (mirrored in its decoder).

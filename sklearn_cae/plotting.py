@@ -32,14 +32,16 @@ def _pyplot():
 
 
 def _layer_index(featurizer, layer) -> int:
+    """Position of ``layer`` among the featurizer's layers with a CAE (``code_layers_``)."""
+    layers = featurizer.code_layers_
     if isinstance(layer, str):
-        if layer not in featurizer.layers_:
-            raise ValueError(f"layer {layer!r} is not tapped; tapped layers: {featurizer.layers_}.")
-        return featurizer.layers_.index(layer)
-    n_layers = len(featurizer.layers_)
+        if layer not in layers:
+            raise ValueError(f"layer {layer!r} has no CAE; layers with one: {layers}.")
+        return layers.index(layer)
+    n_layers = len(layers)
     if not is_strict_int(layer) or not -n_layers <= layer < n_layers:
         raise ValueError(
-            f"layer must be a tapped layer name or an index < {n_layers}, got {layer!r}."
+            f"layer must be the name of a layer with a CAE or an index < {n_layers}, got {layer!r}."
         )
     return int(layer) % n_layers
 
@@ -76,7 +78,7 @@ def reconstruct_feature_maps(featurizer, X, layer: str | int = 0) -> tuple[np.nd
         Images as ``featurizer`` takes them -- for a pipeline, as the pipeline takes
         them: the steps before the featurizer are applied. Keep it small (a few images).
     layer : str or int, default=0
-        Tapped layer, by name or by position in the featurizer's ``layers_``.
+        Layer with a CAE, by name or by position in the featurizer's ``code_layers_``.
 
     Returns
     -------
@@ -138,7 +140,7 @@ def plot_reconstructions(
         paths, PIL images. The images are shown as given; for a pipeline, the steps
         before the featurizer are applied to compute the maps.
     layer : str or int, default=0
-        Tapped layer, by name or by position in the featurizer's ``layers_``.
+        Layer with a CAE, by name or by position in the featurizer's ``code_layers_``.
     n_channels : int, default=3
         Number of channels to show.
     figsize : (float, float), default=None
@@ -182,7 +184,7 @@ def plot_reconstructions(
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    name = featurizer.layers_[_layer_index(featurizer, layer)]
+    name = featurizer.code_layers_[_layer_index(featurizer, layer)]
     fig.suptitle(f"CAE reconstructions of {name} feature maps")
     return fig
 
@@ -272,7 +274,7 @@ def _nets_and_names(estimator) -> list[tuple[str, object]]:
     if hasattr(estimator, "history") and hasattr(estimator, "module_"):
         return [("CAE", estimator)]
     estimator, _ = _find_featurizer(estimator)
-    return list(zip(estimator.layers_, estimator.cae_, strict=True))
+    return list(zip(estimator.code_layers_, estimator.cae_, strict=True))
 
 
 def plot_loss_curves(estimator, *, ax=None, log_scale: bool = False):

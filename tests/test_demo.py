@@ -10,13 +10,14 @@ from sklearn_cae.featurizer import BackboneFeaturizer, CAETransferFeaturizer
 from .helpers import FAST, FAST_CAE
 
 
-def test_demo_featurizers_cover_baseline_cae_and_few_labels_setting():
+def test_demo_shows_the_defaults_no_recipe_needed():
     featurizers = demo.demo_featurizers(random_state=3)
-    assert isinstance(featurizers["BackboneFeaturizer"], BackboneFeaturizer)
-    plain = featurizers["CAETransferFeaturizer"]
-    assert plain.get_params() == CAETransferFeaturizer(random_state=3).get_params()
-    semi = [f for f in featurizers.values() if getattr(f, "supervision", 0) > 0]
-    assert len(semi) == 1 and semi[0].corrupted_views >= 1
+    assert list(featurizers) == ["raw pixels + PCA", "BackboneFeaturizer", "CAETransferFeaturizer"]
+    assert featurizers["BackboneFeaturizer"].get_params() == BackboneFeaturizer().get_params()
+    cae = featurizers["CAETransferFeaturizer"]
+    assert cae.get_params() == CAETransferFeaturizer(random_state=3).get_params()
+    # The default featurizer is the one that uses the few labels it is given.
+    assert cae.supervision == "auto"
 
 
 def test_run_demo_prints_progress_and_an_honest_table(monkeypatch, capsys, small_breast):
@@ -30,7 +31,7 @@ def test_run_demo_prints_progress_and_an_honest_table(monkeypatch, capsys, small
 
     tiny = {
         "BackboneFeaturizer": BackboneFeaturizer(**FAST),
-        "semi": Recording(**{**FAST_CAE, "supervision": 1.0}),
+        "semi": Recording(**FAST_CAE),  # supervision="auto", the default
     }
     monkeypatch.setattr(demo, "demo_featurizers", lambda random_state=0: tiny)
     rows = demo.run_demo(n_splits=2, label_fraction=0.2)

@@ -12,7 +12,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
-from sklearn_cae.featurizer import hierarchical_layers
+from sklearn_cae.backbones import hierarchical_layers
 from sklearn_cae.pooling import BlockScaler
 
 from .helpers import FAST
@@ -156,14 +156,10 @@ def test_block_scaler_gives_each_block_unit_total_variance():
 
 
 # -------------------------------------------------------------------- persistence
-def test_models_pickled_before_the_block_balance_still_transform(images):
+def test_unbalanced_single_code_model_round_trips_through_pickle(images):
+    # 0.1 is unreleased: pickles of earlier development states need not load.
     cae = CAETransferFeaturizer(**SMALL_CAE, include_backbone=False, balance_blocks=False)
     cae.fit(images)
-    state = cae.__getstate__()
-    del state["code_layers_"], state["block_scaler_"]
-    old = CAETransferFeaturizer.__new__(CAETransferFeaturizer)
-    old.__setstate__(state)
-    assert old.code_layers_ == ["blocks.4"]
-    np.testing.assert_array_equal(old.transform(images[:3]), cae.transform(images[:3]))
     restored = pickle.loads(pickle.dumps(cae))
+    assert restored.code_layers_ == ["blocks.4"] and restored.block_scaler_ is None
     np.testing.assert_array_equal(restored.transform(images[:3]), cae.transform(images[:3]))

@@ -59,7 +59,7 @@ def test_plot_reconstructions_draws_a_grid(fitted):
 
 def test_plot_reconstructions_rejects_an_unknown_layer(fitted):
     featurizer, X, _ = fitted
-    with pytest.raises(ValueError, match="not tapped"):
+    with pytest.raises(ValueError, match="has no CAE"):
         plot_reconstructions(featurizer, X[:2], layer="blocks.5")
     with pytest.raises(ValueError, match="index"):
         plot_reconstructions(featurizer, X[:2], layer=3)

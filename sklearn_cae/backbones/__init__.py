@@ -37,7 +37,7 @@ and tapping) and ``_default_layer`` (the layer tapped when none is given).
 """
 
 from ._builder import DEFAULT_BACKBONE, LITE_BACKBONES, LoadedBackbone, load_backbone
-from ._default_layer import default_layer
+from ._default_layer import default_layer, hierarchical_layers
 from ._features import TappedBackbone, available_layers, truncate
 from ._weights import BackboneWeightsUnavailable
 
@@ -49,6 +49,7 @@ __all__ = [
     "TappedBackbone",
     "available_layers",
     "default_layer",
+    "hierarchical_layers",
     "load_backbone",
     "truncate",
 ]

@@ -17,6 +17,7 @@ from torch import nn
 from ._builder import meta_model, resolve_name
 from ._features import (
     LISTING_SIZE,
+    available_layers,
     call_on_meta,
     has_timm_features,
     layers_of_model,
@@ -24,7 +25,7 @@ from ._features import (
     stage_layout,
 )
 
-__all__ = ["default_layer"]
+__all__ = ["default_layer", "hierarchical_layers"]
 
 # The deepest stride-16 stage of each network, keyed by the names of the "lite" and
 # "torchvision" sources only: timm's models of the same name have other layer names.
@@ -126,3 +127,40 @@ def default_layer(backbone: str | nn.Module, model: nn.Module | None = None) -> 
     if model is None:
         return _default_layer_of_name(backbone)
     return _listed_default_layer(backbone) or _default_layer_of_model(model)
+
+
+# timm's 1x1 classifier-head convolution (1280 channels in Lite0) is listed as a layer
+# but is no stage: pooled beside the stride-16 stage it scored below the last stage
+# (docs/method.md, round 4), so the hierarchical default stops before it.
+_HEAD_LAYERS = ("conv_head",)
+
+
+def hierarchical_layers(backbone: str | nn.Module, model: nn.Module | None = None) -> list[str]:
+    """The layers tapped when ``layer=None``: the stride-16 stage, then the last stage.
+
+    The stride-16 stage is :func:`default_layer`'s; the last
+    stage is the deepest layer :func:`~sklearn_cae.backbones.available_layers` lists,
+    before a classifier-head convolution (``conv_head``). One layer when they are the
+    same (vision transformers, whose default is the last block).
+
+    Parameters
+    ----------
+    backbone : str or torch.nn.Module
+        Backbone name or module.
+    model : torch.nn.Module, optional
+        The network that the name ``backbone`` builds, already loaded (see :func:`default_layer`).
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> from sklearn_cae.backbones import hierarchical_layers
+    >>> hierarchical_layers("efficientnet_lite0")
+    ['blocks.4', 'blocks.6']
+    """
+    first = default_layer(backbone, model)
+    network = backbone if model is None or isinstance(backbone, nn.Module) else model
+    listed = [name for name in available_layers(network) if name not in _HEAD_LAYERS]
+    return [first] if listed[-1] == first else [first, listed[-1]]
