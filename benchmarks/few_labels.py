@@ -53,7 +53,9 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test
 from sklearn.svm import SVC
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import load_split, scores, subsample
+from bench_common import load_split, scores
+
+from sklearn_cae.datasets import stratified_subset
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Smallest first, so that a run cut short by a time limit has the most data sets.
@@ -121,9 +123,9 @@ def load(name: str, split: str, args, limit: int | None = None) -> tuple[np.ndar
 
 
 def semi_labels(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """``y`` with ``-1`` outside a stratified ``fraction`` of it (:func:`subsample`)."""
+    """``y`` with ``-1`` outside a stratified ``fraction`` of it (``stratified_subset``)."""
     out = np.full(len(y), -1, dtype=np.int64)
-    keep = subsample(y, fraction, seed)
+    keep = stratified_subset(y, fraction, random_state=seed)
     out[keep] = y[keep]
     return out
 
