@@ -79,6 +79,7 @@ def _cae_state(net: AutoEncoderNet) -> dict | AutoEncoderNet:
         "module_args": {**module_args, "layer_sizes": list(module_args["layer_sizes"])},
         "sparsity": float(params["sparsity"]),
         "supervision": float(params["supervision"]),
+        "label_smoothing": float(params["label_smoothing"]),
         "class_weight": params["class_weight"],
         "weights": _arrays(net.module_),
         "history": json.dumps(net.history.to_list(), default=_plain),
@@ -89,10 +90,9 @@ def _rebuild_cae(state: dict) -> AutoEncoderNet:
     module_args = dict(state["module_args"])
     module_args["layer_sizes"] = tuple(module_args["layer_sizes"])
     net = AutoEncoderNet(
-        module=ConvAutoEncoder,
-        criterion=nn.MSELoss,
         sparsity=state["sparsity"],
         supervision=state["supervision"],
+        label_smoothing=state.get("label_smoothing", 0.0),
         class_weight=state["class_weight"],
         device="cpu",
         **{f"module__{key}": value for key, value in module_args.items()},

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from sklearn.utils.class_weight import compute_class_weight
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping, LRScheduler
 from skorch.dataset import ValidSplit
@@ -179,18 +180,37 @@ class AutoEncoderNet(NeuralNet):
 
     def __init__(
         self,
+        module=ConvAutoEncoder,
+        criterion=nn.MSELoss,
         *args,
+        optimizer=torch.optim.Adam,
+        iterator_train__shuffle: bool = True,
+        train_split=None,
         sparsity: float = 0.0,
         supervision: float = 0.0,
         class_weight=None,
         label_smoothing: float = 0.0,
         **kwargs,
     ):
-        super().__init__(*args, **kwargs)
+        # Defaults of an auto-encoder, as NeuralNetClassifier sets a classifier's.
+        super().__init__(
+            module,
+            criterion,
+            *args,
+            optimizer=optimizer,
+            iterator_train__shuffle=iterator_train__shuffle,
+            train_split=train_split,
+            **kwargs,
+        )
         self.sparsity = sparsity
         self.supervision = supervision
         self.class_weight = class_weight
         self.label_smoothing = label_smoothing
+
+    def get_default_callbacks(self):
+        """skorch's, then a cosine learning rate schedule over ``max_epochs``."""
+        cosine = LRScheduler(policy="CosineAnnealingLR", T_max=self.max_epochs)
+        return [*super().get_default_callbacks(), ("cosine_lr", cosine)]
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         reconstruction, code, logits = y_pred
@@ -244,16 +264,6 @@ def _seeded(seed: int, device: torch.device):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
-
-
-def _class_weight(labels: np.ndarray) -> np.ndarray | None:
-    """Balanced class weights, as ``SVC(class_weight="balanced")``: small classes count
-    as much as large ones. None without labelled images."""
-    labelled = labels[labels != UNLABELLED]
-    if not len(labelled):
-        return None
-    counts = np.bincount(labelled)
-    return len(labelled) / (len(counts) * counts.clip(1))
 
 
 def fit_autoencoder(
@@ -313,13 +323,16 @@ patience, validation_fraction, callbacks, verbose
     n_samples = len(views)
     held_out = int(n_samples * validation_fraction)
     use_split = held_out >= 2 and n_samples - held_out >= 2
-    class_weight = _class_weight(views.labels)
-    schedule = [("cosine_lr", LRScheduler(policy="CosineAnnealingLR", T_max=max_epochs))]
-    schedule += list(callbacks or [])
+    labelled = views.labels[views.labels != UNLABELLED]
+    # Balanced, as SVC(class_weight="balanced"): small classes count as much as large ones.
+    class_weight = None
+    if len(labelled):
+        classes = np.arange(labelled.max() + 1)
+        class_weight = compute_class_weight("balanced", classes=classes, y=labelled)
+    schedule = list(callbacks or [])
     if use_split and patience is not None:
         schedule.append(("early_stopping", EarlyStopping(patience=patience, load_best=True)))
     params = dict(
-        module=ConvAutoEncoder,
         module__in_channels=in_channels,
         module__layer_sizes=tuple(layer_sizes),
         module__bottleneck=bottleneck,
@@ -328,12 +341,9 @@ patience, validation_fraction, callbacks, verbose
         sparsity=float(sparsity),
         supervision=float(supervision),
         class_weight=class_weight,
-        criterion=nn.MSELoss,
-        optimizer=torch.optim.Adam,
         lr=lr,
         max_epochs=max_epochs,
         batch_size=batch_size,
-        iterator_train__shuffle=True,
         train_split=ValidSplit(validation_fraction, random_state=seed) if use_split else None,
         callbacks=schedule,
         device=str(device),

@@ -5,7 +5,7 @@ Both formats store the featurizers' networks as plain arrays plus what rebuilds 
 a CPU-only machine without network. They differ in what loading trusts:
 
 * ``.skops`` (:mod:`skops.io`) builds only the types it is told to trust. Loading
-  trusts :data:`TRUSTED_TYPES` (this package's featurizers) and what skops trusts by
+  trusts :data:`TRUSTED_TYPES` (this package's featurizers and block scaler) and what skops trusts by
   default (scikit-learn's estimators, numpy arrays, builtins); a file that asks for
   anything else is refused with a message that names the type.
 * ``.joblib`` is a pickle: loading it runs whatever code the file holds. Load only
@@ -43,10 +43,12 @@ __all__ = [
 
 #: The only types a ``.skops`` file of this package asks to trust, beyond those skops
 #: trusts by default (scikit-learn estimators, numpy arrays, builtins). The featurizers
-#: save their networks as arrays, so no torch, skorch or pickle type is among them.
+#: save their networks as arrays, so no torch, skorch or pickle type is among them;
+#: ``BlockScaler`` holds the fitted block balance (arrays and ints).
 TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn_cae.featurizer.BackboneFeaturizer",
     "sklearn_cae.featurizer.CAETransferFeaturizer",
+    "sklearn_cae.pooling.BlockScaler",
 )
 
 #: Model file formats by file extension.

@@ -88,12 +88,17 @@ def test_pickles_hold_no_torch_class(cae_pipe, images):
 
 def test_skops_file_needs_trust_for_the_package_types_only(skops_file):
     asked = skops.io.get_untrusted_types(file=skops_file)
-    assert asked == ["sklearn_cae.featurizer.CAETransferFeaturizer"]
+    assert asked == [
+        "sklearn_cae.featurizer.CAETransferFeaturizer",
+        "sklearn_cae.pooling.BlockScaler",
+    ]
     assert set(asked) <= set(persistence.TRUSTED_TYPES)
 
 
 def test_trusted_types_name_the_featurizer_classes():
-    classes = (BackboneFeaturizer, CAETransferFeaturizer)
+    from sklearn_cae.pooling import BlockScaler
+
+    classes = (BackboneFeaturizer, CAETransferFeaturizer, BlockScaler)
     names = {f"{cls.__module__}.{cls.__qualname__}" for cls in classes}
     assert set(persistence.TRUSTED_TYPES) == names
 
