@@ -7,8 +7,7 @@ a CPU-only machine without network. They differ in what loading trusts:
 * ``.skops`` (:mod:`skops.io`) builds only the types it is told to trust. Loading
   trusts :data:`TRUSTED_TYPES` (this package's featurizers and block scaler) and what
   skops trusts by default (scikit-learn's estimators, numpy arrays, builtins); a file
-  that asks for
-  anything else is refused with a message that names the type.
+  that asks for anything else is refused with a message that names the type.
 * ``.joblib`` is a pickle: loading it runs whatever code the file holds. Load only
   files you trust. It stores what skops cannot: a featurizer whose ``backbone`` is your
   own ``nn.Module``, estimators skops does not know.
