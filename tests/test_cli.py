@@ -39,8 +39,8 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("evaluate", "fit", "predict", "demo"):
-        assert command in out
+    for command in ("evaluate", "fit", "predict", "featurize", "export", "cache", "demo"):
+        assert re.search(rf"^    {command} +\S", out, re.MULTILINE), command  # help beside it
 
 
 @pytest.mark.parametrize(
@@ -470,6 +470,8 @@ def test_predict_help_warns_that_models_are_pickles(capsys):
         main(["predict", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "pickle" in out and "runs code" in out and "trust" in out
+    assert "a .skops model loads without running code" in out
+    assert "sklearn_cae.persistence.TRUSTED_TYPES and scikit-learn types are trusted" in out
 
 
 # ------------------------------------------------------------ issue 13: real work
@@ -686,15 +688,15 @@ def test_fit_resample_balances_what_the_classifier_sees(
     model_path = tmp_path / "model.joblib"
     argv = ["fit", str(_imbalanced_npz(tmp_path)), "-o", str(model_path), "--resample", resample]
     assert main([*argv, *TINY_CAE]) == 0
-    described = "StandardScaler + SVC" if sampler is None else "StandardScaler + "
+    described = "CAETransferFeaturizer + SVC" if sampler is None else "CAETransferFeaturizer + "
     assert described in capsys.readouterr().err
     model = joblib.load(model_path)
     names = list(model.named_steps)
     if sampler is None:  # the default is the plain scikit-learn pipeline, unchanged
-        assert type(model).__module__.startswith("sklearn.") and len(names) == 3
+        assert type(model).__module__.startswith("sklearn.") and len(names) == 2
     else:
         assert type(model).__module__.startswith("imblearn.")
-        assert names[2] == sampler and model[2].random_state == 0
+        assert names[1] == sampler and model[1].random_state == 0
     # The SVC (refitted on all the data after calibration) saw the resampled features:
     # balanced classes, so class_weight="balanced" gives each class the weight 1.
     svc = model[-1].calibrated_classifiers_[0].estimator
@@ -732,7 +734,7 @@ def test_evaluate_resample_scores_untouched_test_folds(tmp_path, capsys, monkeyp
     argv = ["evaluate", str(_imbalanced_npz(tmp_path)), "--folds", "2", "--resample"]
     assert main([*argv, "undersample", *TINY_CAE]) == 0
     out = capsys.readouterr().out
-    assert "features + StandardScaler + RandomUnderSampler + SVC" in out
+    assert "features + RandomUnderSampler + SVC" in out
     assert len(_table_rows(out)) == 2
     # Two methods x two folds, each fit on a training fold of 6 + 2 images.
     assert resampled_sizes == [8, 8, 8, 8]
@@ -776,7 +778,9 @@ def test_a_command_is_one_module_and_one_line(monkeypatch, capsys):
     assert "say hello" in capsys.readouterr().out
     assert main(["hello"]) == 0 and [args.command for args in ran] == ["hello"]
     names = [command.NAME for command in cli._COMMANDS]
-    assert names[:4] == ["evaluate", "fit", "predict", "demo"]
+    assert names == [
+        *("evaluate", "fit", "predict", "featurize", "export", "cache", "demo", "hello")
+    ]
     for command in cli._COMMANDS:
         assert callable(command.add_parser) and callable(command.run)
 
@@ -811,10 +815,8 @@ def test_featurizer_pipelines_give_each_featurizer_the_options_it_takes():
     assert cae.image_size == type(cae)().image_size  # None: the featurizer's default
     assert "bottleneck" not in backbone.get_params()  # taken only where it is a parameter
     for pipe in built.values():
-        assert [type(step).__name__ for step in pipe[1:3]] == [
-            *("StandardScaler", "RandomUnderSampler")
-        ]
-        assert pipe[2].random_state == 5
+        assert type(pipe[1]).__name__ == "RandomUnderSampler" and len(pipe) == 3
+        assert pipe[1].random_state == 5
         assert isinstance(pipe[-1], CalibratedClassifierCV) and pipe[-1].cv == 4
     plain = featurizer_pipelines({})["BackboneFeaturizer"]
     assert type(plain).__module__.startswith("sklearn.") and type(plain[-1]).__name__ == "SVC"
@@ -854,3 +856,398 @@ def test_find_featurizers_through_pipelines_searches_wrappers_and_samplers():
     search.best_estimator_ = make_pipeline(first, SVC())
     assert [f for f, _ in find_featurizers(search)] == [first]
     assert list(find_featurizers(make_pipeline(SVC()))) == []
+
+
+# ------------------------------------- issue 19: the rest of the command line
+@pytest.fixture
+def no_data(monkeypatch):
+    """Fail the test if the command gets as far as loading DATA."""
+
+    def refuse(*args, **kwargs):
+        pytest.fail("the options should have been refused before loading the data")
+
+    monkeypatch.setattr("sklearn_cae.datasets.load_dataset", refuse)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (["--layer", "blocks.9"], r"Unknown layer 'blocks.9' for backbone 'efficientnet_lite0'"),
+        (["--layer", "blocks.1", "--layer", "blocks.1"], r"names a layer twice"),
+        (["--backbone", "no_such_net", "--layer", "blocks.1"], r"no_such_net"),
+        (["--device", "tpu"], r"device"),
+        (["--cache-max-size", "1G"], r"--cache-max-size caps the --cache folder"),
+    ],
+    ids=["unknown layer", "layer twice", "unknown backbone", "device", "cap without cache"],
+)
+@pytest.mark.parametrize("command", ["evaluate", "fit"])
+def test_options_are_checked_before_the_data_loads(options, match, command, capsys, no_data):
+    """--layer blocks.9 was refused only after the data had loaded and the header printed."""
+    argv = [command, "breastmnist", *options, *(["-o", "m.joblib"] if command == "fit" else [])]
+    assert main(argv) == 1
+    assert re.search(match, _one_error_line(capsys))
+    assert capsys.readouterr().out == ""  # no header
+
+
+def test_split_is_refused_for_a_folder_or_an_npz_file(tmp_path, capsys, no_data):
+    """--split test on an ImageFolder was silently ignored: the command used all of it."""
+    folder = _class_folder(tmp_path, corrupt=False)[0]
+    assert main(["evaluate", str(folder), "--split", "test"]) == 1
+    assert "leave out --split" in (err := _one_error_line(capsys)) and "folder" in err
+    npz = _npz_data(tmp_path)
+    assert main(["fit", str(npz), "--split", "val", "-o", str(tmp_path / "m.joblib")]) == 1
+    assert "leave out --split" in _one_error_line(capsys)
+    (tmp_path / "root" / "test" / "a").mkdir(parents=True)  # a data set's root: a hint
+    assert main(["evaluate", str(tmp_path / "root"), "--split", "test"]) == 1
+    assert f"give {tmp_path / 'root' / 'test'}" in _one_error_line(capsys)
+
+
+def test_split_picks_the_medmnist_split(monkeypatch):
+    seen = []
+
+    def record(data, split):
+        seen.append((data, split))
+        raise ValueError("stop here")
+
+    monkeypatch.setattr("sklearn_cae.datasets.load_dataset", record)
+    main(["evaluate", "breastmnist", "--split", "test"])
+    main(["evaluate", "breastmnist"])
+    assert seen == [("breastmnist", "test"), ("breastmnist", "train")]
+
+
+@pytest.mark.parametrize(
+    ("labels", "folds", "expected"),
+    [
+        ([0] * 7 + [1], 5, "class '1' has 1 image, fewer than --folds=5"),
+        ([0] * 6 + [1] * 2, 5, "class '1' has 2 images, fewer than --folds=5"),
+    ],
+)
+def test_too_few_images_for_the_folds_says_how_to_fix_it(labels, folds, expected, tmp_path, capsys):
+    """'class 'a' has 1 images, fewer than --folds=5': grammar, and no hint."""
+    data = _npz_data(tmp_path, labels=np.array(labels))
+    assert main(["evaluate", str(data), "--folds", str(folds)]) == 1
+    err = _one_error_line(capsys)
+    assert expected in err
+    n = labels.count(1)
+    assert ("use --folds 2 or fewer" if n == 2 else "give it more images") in err
+
+
+@pytest.mark.parametrize(
+    "output",
+    ["data/b/model.joblib", "data/model.joblib", "link/b/model.joblib"],
+    ids=["in a class folder", "in DATA", "through a link"],
+)
+def test_fit_refuses_an_output_inside_the_data_folder(output, tmp_path, capsys, no_fit):
+    """fit good -o good/c1x/model.png wrote into the data, and the next fit failed on it."""
+    folder = _class_folder(tmp_path, corrupt=False)[0]
+    (tmp_path / "link").symlink_to(folder)
+    assert main(["fit", str(folder), "-o", str(tmp_path / output), *TINY_CAE]) == 1
+    assert "inside the input folder" in _one_error_line(capsys)
+    assert not list(folder.rglob("model*"))
+
+
+def test_predict_refuses_a_csv_inside_an_image_folder(tmp_path, capsys):
+    model = tmp_path / "model.joblib"
+    assert main(["fit", str(_npz_data(tmp_path)), "-o", str(model), "-q", *TINY_CAE]) == 0
+    folder = _class_folder(tmp_path, corrupt=False)[0]
+    assert main(["predict", str(model), str(folder), "-o", str(folder / "a" / "p.csv")]) == 1
+    assert "inside the input folder" in _one_error_line(capsys)
+
+
+def test_model_output_names_its_format(tmp_path, capsys, no_fit):
+    assert main(["fit", str(_npz_data(tmp_path)), "-o", str(tmp_path / "m.pkl")]) == 1
+    assert "must end in .skops" in _one_error_line(capsys)
+
+
+def test_csv_lines_end_in_a_newline_on_every_os(tmp_path, capsys):
+    """The csv module writes \\r\\n by default, on Linux too."""
+    model = tmp_path / "model.joblib"
+    assert main(["fit", str(_npz_data(tmp_path)), "-o", str(model), "-q", *TINY_CAE]) == 0
+    from PIL import Image
+
+    images = []
+    for i in range(2):
+        images.append(str(tmp_path / f"x{i}.png"))
+        Image.fromarray(np.full((16, 16), 90 * i, np.uint8)).save(images[-1])
+    table = tmp_path / "p.csv"
+    capsys.readouterr()
+    assert main(["predict", str(model), *images, "-o", str(table), "-q"]) == 0
+    content = table.read_bytes()
+    assert b"\r" not in content and content.count(b"\n") == 3
+    assert main(["predict", str(model), *images, "-q"]) == 0
+    assert "\r" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "command", ["evaluate", "fit", "predict", "featurize", "export", "cache", "demo"]
+)
+def test_help_never_cuts_an_option_or_example_across_lines(command, capsys, monkeypatch):
+    """--help printed "e.g. '--" at the end of a line and "intensity -1000,400'" below."""
+
+    def help_lines(columns: int) -> list[str]:
+        monkeypatch.setenv("COLUMNS", str(columns))
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return capsys.readouterr().out.splitlines()
+
+    options = {w.strip("'\",.;:()[]") for w in " ".join(help_lines(1000)).split()}
+    options = {w for w in options if w.startswith("--") and len(w) > 2}
+    if command in ("evaluate", "fit"):
+        assert {"--intensity=-1000,400", "--cache-max-size"} <= options
+    for columns in range(50, 161, 3):
+        words = {w.strip("'\",.;:()[]") for w in " ".join(help_lines(columns)).split()}
+        assert options <= words, (columns, options - words)
+
+
+def test_extras_table_lists_every_extra():
+    """docs/getting_started.rst left out dask (which the README tells users to install)."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    table = (root / "docs" / "getting_started.rst").read_text().split("``sklearn-cae`` needs")[1]
+    listed = set(re.findall(r"^``([a-z0-9-]+)``\s{2,}", table, re.MULTILINE))
+    assert listed == set(extras)
+
+
+# ------------------------------------------------------ issue 19: the cache cap
+def test_cache_max_size_caps_the_cache_of_every_command(tmp_path, capsys):
+    from sklearn_cae.cache import FeatureCache
+
+    data, model = _npz_data(tmp_path), tmp_path / "model.joblib"
+    uncapped, capped = tmp_path / "uncapped", tmp_path / "capped"
+    argv = ["fit", str(data), "-o", str(model), "-q", *TINY_CAE, "--cache"]
+    assert main([*argv, str(uncapped)]) == 0
+    assert main([*argv, str(capped), "--cache-max-size", "0"]) == 0
+    assert FeatureCache(uncapped).info().entries == 8
+    assert FeatureCache(capped).info().entries == 0  # each write evicted at once
+    import joblib
+
+    assert joblib.load(model)[0].cache is None  # a run setting, never saved
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(image)
+    predict = ["predict", str(model), str(image), "-q", "--cache", str(capped)]
+    assert main([*predict, "--cache-max-size", "0"]) == 0
+    assert FeatureCache(capped).info().entries == 0
+    assert main(predict) == 0
+    assert FeatureCache(capped).info().entries == 1
+
+
+def test_cache_max_size_takes_sizes(capsys):
+    from sklearn_cae.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "x", "--cache", "c", "--cache-max-size", "2G"])
+    assert args.cache_max_size == 2 << 30
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "x", "--cache", "c", "--cache-max-size", "lots"])
+    assert exit_info.value.code == 2 and "500M" in _one_error_line(capsys)
+
+
+# ------------------------------------- issue 18: few labels, many unlabelled images
+def test_supervision_and_corrupted_views_reach_the_featurizer(tmp_path, capsys):
+    """The docs call them the setting for few labels; the CLI had neither option."""
+    import joblib
+
+    from sklearn_cae import CAETransferFeaturizer
+
+    data, model = _npz_data(tmp_path), tmp_path / "model.joblib"
+    argv = ["fit", str(data), "-o", str(model), "-q", *TINY_CAE]
+    assert main([*argv, "--supervision", "0.5", "--corrupted-views", "1"]) == 0
+    featurizer = joblib.load(model)[0]
+    assert (featurizer.supervision, featurizer.corrupted_views) == (0.5, 1)
+    assert main(argv) == 0  # unset: the featurizer's own defaults, whatever they are
+    featurizer, default = joblib.load(model)[0], CAETransferFeaturizer()
+    assert featurizer.supervision == default.supervision
+    assert featurizer.corrupted_views == default.corrupted_views
+    assert main([*argv, "--supervision", "auto"]) == 0
+    assert joblib.load(model)[0].supervision == "auto"
+    for bad in (["--supervision", "-1"], ["--corrupted-views", "-1"], ["--supervision", "x"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["evaluate", "breastmnist", *bad])
+        assert exit_info.value.code == 2
+        _one_error_line(capsys)
+
+
+@pytest.fixture
+def classifier_fits(monkeypatch):
+    """The labels each LabelledOnly classifier is fitted on, and the sizes SMOTE resamples."""
+    from imblearn.over_sampling import RandomOverSampler
+
+    from sklearn_cae.semi_supervised import LabelledOnly
+
+    seen = {"labelled": [], "resampled": []}
+    fit, fit_resample = LabelledOnly.fit, RandomOverSampler.fit_resample
+
+    def recording_fit(self, X, y, **kwargs):
+        seen["labelled"].append(int(np.sum(np.asarray(y, dtype=object) != -1)))
+        return fit(self, X, y, **kwargs)
+
+    def recording_resample(self, X, y, **kwargs):
+        assert -1 not in set(np.asarray(y, dtype=object).tolist())  # never a class
+        seen["resampled"].append(len(y))
+        return fit_resample(self, X, y, **kwargs)
+
+    monkeypatch.setattr(LabelledOnly, "fit", recording_fit)
+    monkeypatch.setattr(RandomOverSampler, "fit_resample", recording_resample)
+    return seen
+
+
+def test_evaluate_labelled_fraction_runs_the_few_label_protocol(tmp_path, capsys, classifier_fits):
+    data = _npz_data(
+        tmp_path,
+        images=np.random.default_rng(4).integers(0, 256, (24, 16, 16), dtype=np.uint8),
+        labels=np.arange(24) % 2,
+    )
+    argv = ["evaluate", str(data), "--folds", "2", "--labelled-fraction", "0.25", *TINY_CAE]
+    assert main([*argv, "--resample", "oversample"]) == 0
+    out = capsys.readouterr().out
+    assert "25% of each training fold labelled" in out and "25% labels" not in out
+    rows = _table_rows(out)
+    assert set(rows) == {"CAETransferFeaturizer", "BackboneFeaturizer"}
+    # Each training fold: 12 images, 6 a class; 25% labelled, at least 2 a class: 4.
+    assert classifier_fits["labelled"] == [4] * 4
+    assert classifier_fits["resampled"] == [4] * 4  # the labelled rows, balanced already
+    for bad in ("0", "1.5", "none"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["evaluate", str(data), "--labelled-fraction", bad])
+        assert exit_info.value.code == 2
+        assert "fraction in (0, 1]" in _one_error_line(capsys)
+
+
+def _unlabelled_pngs(folder: Path, n: int = 4) -> Path:
+    from PIL import Image
+
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray(np.full((40, 40), 30 * i, np.uint8)).save(folder / f"u{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("resample", ["none", "oversample"])
+def test_fit_with_unlabelled_images(resample, tmp_path, capsys, monkeypatch, classifier_fits):
+    """fit --unlabelled: the featurizer gets every image, the SVC (and sampler) the labelled."""
+    import joblib
+
+    from sklearn_cae import CAETransferFeaturizer
+    from sklearn_cae.semi_supervised import LabelledOnly
+
+    fitted_on = []
+    fit = CAETransferFeaturizer.fit_transform
+
+    def recording(self, X, y=None, **kwargs):
+        fitted_on.append((len(X), list(np.asarray(y, dtype=object))))
+        return fit(self, X, y, **kwargs)
+
+    monkeypatch.setattr(CAETransferFeaturizer, "fit_transform", recording)
+    folder = _class_folder(tmp_path, corrupt=False)[0]  # 6 'a', 6 'b'
+    folder_b = _unlabelled_pngs(tmp_path / "more")
+    model = tmp_path / "model.joblib"
+    argv = ["fit", str(folder), "-o", str(model), "--unlabelled", str(folder_b), *TINY_CAE]
+    assert main([*argv, "--resample", resample]) == 0
+    captured = capsys.readouterr()
+    assert "on 12 images of classes 'a' (6), 'b' (6) and 4 unlabelled images" in captured.err
+    assert "fitted on 12 images and 4 unlabelled images, classes ['a', 'b']" in captured.out
+    [(n, y)] = fitted_on
+    assert n == 16 and y == ["a"] * 6 + ["b"] * 6 + [-1] * 4
+    saved = joblib.load(model)
+    assert isinstance(saved[-1], LabelledOnly) and saved.classes_.tolist() == ["a", "b"]
+    assert classifier_fits["labelled"] == [12]
+    assert classifier_fits["resampled"] == ([12] if resample == "oversample" else [])
+    if resample == "oversample":  # the sampler sits inside the wrapper
+        assert type(saved[-1].estimator_).__module__.startswith("imblearn.")
+
+
+def test_fit_unlabelled_errors_are_one_line(tmp_path, capsys, no_fit):
+    folder = _class_folder(tmp_path, corrupt=False)[0]
+    model = str(tmp_path / "model.joblib")
+    assert main(["fit", str(folder), "-o", model, "--unlabelled", str(tmp_path / "no")]) == 1
+    assert "no such folder or file" in _one_error_line(capsys)
+    npz = _npz_data(tmp_path, name="more.npz")
+    assert main(["fit", str(folder), "-o", model, "--unlabelled", str(npz), *TINY_CAE]) == 1
+    assert "both as image files" in _one_error_line(capsys)
+
+
+# ------------------------------------------------------ issue 21: deploy without pickle
+def test_fit_skops_model_then_predict_loads_it_without_pickle(tmp_path, capsys):
+    import zipfile
+
+    data = _npz_data(tmp_path)
+    skops_model, joblib_model = tmp_path / "model.skops", tmp_path / "model.joblib"
+    for model in (skops_model, joblib_model):
+        assert main(["fit", str(data), "-o", str(model), "-q", *TINY_CAE]) == 0
+    assert zipfile.is_zipfile(skops_model) and not zipfile.is_zipfile(joblib_model)
+    from PIL import Image
+
+    images = []
+    for i in range(3):
+        images.append(str(tmp_path / f"x{i}.png"))
+        Image.fromarray(np.full((16, 16), 70 * i, np.uint8)).save(images[-1])
+    capsys.readouterr()
+    tables = []
+    for model in (skops_model, joblib_model):
+        assert main(["predict", str(model), *images, "-q"]) == 0, capsys.readouterr().err
+        tables.append(capsys.readouterr().out)
+    assert tables[0] == tables[1] and tables[0].startswith("path,prediction,proba_0,proba_1")
+    # With unlabelled images: the classifier is wrapped (LabelledOnly), a type of the package.
+    more = _npz_data(tmp_path, name="more.npz")
+    argv = ["fit", str(data), "-o", str(skops_model), "--unlabelled", str(more), "-q"]
+    assert main([*argv, *TINY_CAE]) == 0
+    assert main(["predict", str(skops_model), *images, "-q"]) == 0, capsys.readouterr().err
+
+
+def test_predict_refuses_a_skops_file_asking_for_an_untrusted_type(tmp_path, capsys):
+    import collections
+
+    import skops.io
+
+    model = tmp_path / "model.skops"
+    skops.io.dump(collections.Counter(a=1), model)
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+    assert main(["predict", str(model), str(image)]) == 1
+    err = _one_error_line(capsys)
+    assert "refused to load" in err and "collections.Counter" in err
+    model.write_bytes(model.read_bytes()[:50])  # truncated
+    assert main(["predict", str(model), str(image)]) == 1
+    assert "is not a model" in _one_error_line(capsys)
+
+
+def test_fit_card_writes_a_model_card_with_cv_scores(tmp_path, capsys):
+    data, model, card = _npz_data(tmp_path), tmp_path / "model.skops", tmp_path / "README.md"
+    argv = ["fit", str(data), "-o", str(model), "--card", str(card), "--cv", "2", *TINY_CAE]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "| CAETransferFeaturizer |" in captured.out  # the CV table, as evaluate prints it
+    assert "card to" in captured.out and model.is_file()
+    text = card.read_text()
+    for expected in (
+        "model.skops",
+        "efficientnet_lite0",
+        "Training set",
+        "'0' (4), '1' (4)",
+        "balanced acc. (2-fold CV, mean)",
+        "ROC AUC (2-fold CV, std)",
+        "scikit-learn",
+        "skorch",
+    ):
+        assert expected in text, expected
+    # --cv 0: a card without scores (with --card, --cv is 5 by default).
+    argv = ["fit", str(data), "-o", str(model), "--card", str(card), "--cv", "0", "-q"]
+    assert main([*argv, *TINY_CAE]) == 0
+    assert "fold CV" not in card.read_text()
+
+
+def test_fit_card_is_checked_before_fitting(tmp_path, capsys, no_fit):
+    data, model = _npz_data(tmp_path), tmp_path / "model.skops"
+    assert main(["fit", str(data), "-o", str(model), "--resample", "smote"]) == 1
+    assert "save it as .joblib" in _one_error_line(capsys)
+    assert main(["fit", str(data), "-o", str(model), "--card", str(model)]) == 1
+    assert "is the model file" in _one_error_line(capsys)
+    assert main(["fit", str(data), "-o", str(model), "--card", str(tmp_path)]) == 1
+    assert "is a folder" in _one_error_line(capsys)

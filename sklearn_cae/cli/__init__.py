@@ -1,4 +1,4 @@
-"""The ``sklearn-cae`` command line: evaluate, fit and predict without writing code.
+"""The ``sklearn-cae`` command line: evaluate, fit, predict, featurize and export, no code.
 
 DATA is an ImageFolder-style folder (one sub-folder of images per class), a MedMNIST
 name (read from ``$MEDMNIST_ROOT`` offline), or an ``.npz`` file with ``images`` and
@@ -17,7 +17,7 @@ destination folder and renamed over the destination only once complete, so a ful
 disk, a file-size limit or Ctrl-C never leaves a truncated file in place of a good one.
 
 One module per command. A command module (``_evaluate.py``, ``_fit.py``,
-``_predict.py``, ``_demo.py``) holds
+``_predict.py``, ``_featurize.py``, ``_export.py``, ``_cache.py``, ``_demo.py``) holds
 
 * ``NAME``, the command's name;
 * ``add_parser(subparsers) -> None``, which adds the command's parser (its help, its
@@ -27,39 +27,79 @@ One module per command. A command module (``_evaluate.py``, ``_fit.py``,
 
 A new command is one such module plus its line in ``_COMMANDS`` below. What several
 commands share has its own module: ``_options.py`` (option groups, their value
-parsers, and the pipelines the model options give), ``_data.py`` (the ``DATA``
-argument: loading, ``--max-images``, image numbers in messages), ``_io.py`` (image
-arguments, output checks, saving and loading models) and ``_console.py`` (one-line
-errors and warnings, the epoch table).
+parsers, the checks made before any work, and the pipelines the model options give),
+``_data.py`` (the ``DATA`` argument: loading, ``--split``, ``--max-images``, class
+checks, image numbers in messages), ``_io.py`` (image arguments, output checks, saving
+and loading models: :func:`~._io.load_model` is the one way a command loads one) and
+``_console.py`` (one-line errors and warnings, the epoch table).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import warnings
 
 from .._utils import error_reason
-from . import _demo, _evaluate, _fit, _predict
+from . import _cache, _demo, _evaluate, _export, _featurize, _fit, _predict
 from ._console import CLIError, warning_printer
 from ._options import join_option_values
 
 __all__ = ["build_parser", "main"]
 
 # The commands, in the order --help lists them.
-_COMMANDS = (_evaluate, _fit, _predict, _demo)
+_COMMANDS = (_evaluate, _fit, _predict, _featurize, _export, _cache, _demo)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, never cutting a word at a hyphen (``--labelled-`` / ``fraction``).
+
+    Lines break at spaces only, so an option or an example such as
+    ``--intensity=-1000,400`` stays whole on one line.
+    """
+
+    def _split_lines(self, text, width):
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.wrap(text, width, break_on_hyphens=False)
+
+    def _fill_text(self, text, width, indent):
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.fill(
+            text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False
+        )
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, formatter_class=_HelpFormatter, **kwargs):
+        # The command parsers are _Parser too (argparse's default parser_class).
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
     def error(self, message):
         # One clear line instead of argparse's usage block.
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class _CommandListFormatter(_HelpFormatter):
+    """Lines the command list up however long a command's name.
+
+    argparse measures the commands without their indent, so a name two characters
+    longer than the others pushed its help to a line of its own.
+    """
+
+    def add_argument(self, action):
+        super().add_argument(action)
+        if action.help is not argparse.SUPPRESS:
+            for subaction in self._iter_indented_subactions(action):
+                length = len(self._format_action_invocation(subaction)) + self._current_indent
+                self._action_max_length = max(self._action_max_length, length)
 
 
 def build_parser(prog: str = "sklearn-cae") -> argparse.ArgumentParser:
     """The argument parser of the ``sklearn-cae`` command."""
     parser = _Parser(
         prog=prog,
+        formatter_class=_CommandListFormatter,
         description="Unsupervised deep transfer features for medical images (Ahn et al., ISBI "
         "2019): a frozen ImageNet CNN, a convolutional auto-encoder trained on its feature maps "
         "without labels, and an SVC on the pooled codes.",

@@ -4,10 +4,34 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from pathlib import Path
 
 import numpy as np
 
-from ._options import check_cache_option
+from ._console import CLIError
+
+
+def check_split(args: argparse.Namespace) -> None:
+    """``--split`` picks a MedMNIST split: refuse it for a folder or an .npz file.
+
+    Both are one split already; ignoring ``--split test`` would silently fit or score
+    on whatever DATA holds.
+    """
+    if args.split is None:
+        return
+    path = Path(args.data).expanduser()
+    if not (path.exists() or path.suffix.lower() == ".npz"):
+        return  # a MedMNIST name
+    kind = "folder" if path.is_dir() else "file"
+    hint = (
+        f"; for its {args.split} split give {path / args.split}"
+        if (path / args.split).is_dir()
+        else ""
+    )
+    raise CLIError(
+        f"--split {args.split} chooses a split of a MedMNIST data set, and DATA {args.data} "
+        f"is a {kind}, used as it is: leave out --split{hint}"
+    )
 
 
 def load_data(args: argparse.Namespace):
@@ -15,12 +39,11 @@ def load_data(args: argparse.Namespace):
 
     Returns ``(data, X, y)``: ``data`` as :func:`sklearn_cae.datasets.load_dataset`
     loads it, and ``X``, ``y`` its ``--max-images`` subset (all of it by default).
-    A bad ``--cache`` folder fails first, not after the data is loaded.
     """
     from ..datasets import load_dataset
 
-    check_cache_option(args)
-    data, labels = load_dataset(args.data, args.split)
+    check_split(args)
+    data, labels = load_dataset(args.data, args.split or "train")
     X, y = subsample(data, labels, args.max_images, args.random_state)
     return data, X, y
 
@@ -39,6 +62,31 @@ def class_counts(y) -> str:
     """``'a' (12), 'b' (30)``: the classes as the classifier will see them."""
     classes, counts = np.unique(y, return_counts=True)
     return ", ".join(f"{str(c)!r} ({n})" for c, n in zip(classes, counts, strict=True))
+
+
+def cv_scoring(y) -> dict:
+    """The CV table's metrics: balanced accuracy, then ROC AUC (two classes) or macro F1."""
+    from sklearn.metrics import get_scorer
+
+    second = ("roc_auc", "ROC AUC") if len(np.unique(y)) == 2 else ("f1_macro", "macro F1")
+    return {"balanced acc.": get_scorer("balanced_accuracy"), second[1]: get_scorer(second[0])}
+
+
+def check_classes(y, folds: int | None = None, *, option: str = "--folds") -> None:
+    """Two classes or more, and (for ``folds``-fold CV) at least ``folds`` images of each."""
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise CLIError(
+            f"DATA has a single class ({str(classes[0])!r}); a classifier needs two or more"
+        )
+    if folds is None or counts.min() >= folds:
+        return
+    name, n = str(classes[np.argmin(counts)]), int(counts.min())
+    fix = f"use {option} {n} or fewer" if n >= 2 else "give it more images, or leave the class out"
+    raise CLIError(
+        f"class {name!r} has {n} image{'' if n == 1 else 's'}, fewer than {option}={folds} "
+        f"(each fold needs one of each class): {fix}"
+    )
 
 
 def smallest_class(y, folds=None) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 from .._utils import atomic_write
 from ._console import CLIError
 from ._io import check_output, image_files, load_model
-from ._options import add_run_options, check_cache_option
+from ._options import add_run_options, cache_option, check_options
 
 NAME = "predict"
 
@@ -24,12 +24,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "prediction, and one column per class: proba_<class> when the model has "
         "predict_proba (models from 'fit' do), else decision scores score_<class> (one "
         "column for two classes). Folders are searched recursively for image files.",
-        epilog="Security: MODEL is a pickle (joblib) file, and loading a pickle runs code "
-        "stored in it. Only load model files you created or trust, as with any "
-        "scikit-learn model.",
+        epilog="Security: a .skops model loads without running code (only "
+        "sklearn_cae.persistence.TRUSTED_TYPES and scikit-learn types are trusted; a file "
+        "asking for another type is refused, naming it); a .joblib model is a pickle, and "
+        "loading a pickle runs code stored in it: load only files you trust.",
     )
     parser.add_argument(
-        "model", metavar="MODEL", help="model file written by 'fit' (a pickle: trusted files only)"
+        "model",
+        metavar="MODEL",
+        help="model file written by 'fit': .skops, or .joblib (a pickle: trusted files only)",
     )
     parser.add_argument("images", metavar="IMAGES", nargs="+", help="image files or folders")
     parser.add_argument(
@@ -42,12 +45,14 @@ def run(args: argparse.Namespace) -> None:
     from ..evaluation import Progress
 
     progress = Progress(args.quiet)
+    check_options(args)
     files = image_files(args.images)
     output = None
     if args.output is not None:
-        output = check_output(args.output, [args.model, *files], "CSV")
-    check_cache_option(args)
+        output = check_output(args.output, [args.model, *args.images, *files], "CSV")
     model = load_model(args.model)
+    if not hasattr(model, "predict"):
+        raise CLIError(f"{args.model} holds a {type(model).__name__}, not a fitted classifier")
     _set_run_options(model, args)
     progress.line(f"predicting {len(files)} images with {args.model}")
     labels, kind, classes, scores = _class_scores(model, files)
@@ -56,13 +61,18 @@ def run(args: argparse.Namespace) -> None:
     for path, label, row in zip(files, labels, scores, strict=True):
         rows.append([path, str(label), *(f"{v:.6g}" for v in row)])
     if output is None:
-        csv.writer(sys.stdout).writerows(rows)
+        _csv_writer(sys.stdout).writerows(rows)
         return
     # surrogateescape: file names that are not valid UTF-8 are written back as they were.
     with atomic_write(output, "w", newline="", encoding="utf-8", errors="surrogateescape") as file:
-        csv.writer(file).writerows(rows)
+        _csv_writer(file).writerows(rows)
     what = {"proba": " and class probabilities", "score": " and decision scores"}.get(kind, "")
     progress.line(f"wrote {len(files)} predictions{what} to {args.output}")
+
+
+def _csv_writer(file):
+    """CSV rows ending in \\n on every OS (the csv module's default is \\r\\n)."""
+    return csv.writer(file, lineterminator="\n")
 
 
 def _set_run_options(model, args: argparse.Namespace) -> None:
@@ -70,7 +80,7 @@ def _set_run_options(model, args: argparse.Namespace) -> None:
     from ..pipelines import find_featurizers
 
     featurizers = [featurizer for featurizer, _ in find_featurizers(model)]
-    options = {"device": args.device, "cache": args.cache}
+    options = {"device": args.device, "cache": cache_option(args)}
     given = {k: v for k, v in options.items() if v is not None}
     if given and not featurizers:
         names = ", ".join(f"--{k}" for k in given)
