@@ -38,7 +38,7 @@ from sklearn_cae.evaluation import markdown_table
 # methods of the featurizer included: the profile looks them up, it calls none of them
 # (tests/test_benchmark_smoke.py checks that each still exists).
 STAGES = [
-    ("backbone pass (decode, preprocess, forward)", "featurizer.py", "_iter_half_maps"),
+    ("backbone pass (decode, preprocess, forward)", "featurizer.py", "_iter_float16_maps"),
     ("  of which backbone forward", "backbones/_features.py", "forward"),
     ("map standardisation", "feature_maps.py", "standardize"),
     ("CAE training (fit_autoencoder)", "cae.py", "fit_autoencoder"),

@@ -7,7 +7,7 @@ import copy
 import itertools
 import os
 from collections.abc import Iterator, Sequence
-from numbers import Integral, Real
+from numbers import Real
 from typing import ClassVar
 
 import numpy as np
@@ -23,9 +23,9 @@ from ._docstrings import SHARED_DOCS, Substitution
 from ._param_validation import (
     HasMethods,
     Interval,
-    InvalidParameterError,
     StrOptions,
     fit_context,
+    strict_int,
 )
 from ._state import featurizer_state, restore_featurizer_state
 from .backbones import (
@@ -55,7 +55,8 @@ from .semi_supervised import labelled_rows
 
 __all__ = ["BackboneFeaturizer", "CAETransferFeaturizer"]
 
-_POSITIVE_INT = Interval(Integral, 1, None, closed="left")
+# Ints, not bools: scikit-learn's Interval(Integral, ...) lets True pass as 1.
+_POSITIVE_INT = strict_int(1, None, closed="left")
 
 #: The weight of the classification loss that ``supervision="auto"`` gives labels.
 AUTO_SUPERVISION = 1.0
@@ -130,17 +131,8 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    # Integer parameters: scikit-learn's Interval(Integral, ...) lets True pass as 1.
-    _int_parameters: ClassVar[tuple[str, ...]] = ("batch_size",)
-
     def _check_params(self) -> None:
         """What ``_parameter_constraints`` cannot say: values that need a closer look."""
-        for name in self._int_parameters:
-            if isinstance(getattr(self, name), bool | np.bool_):
-                raise InvalidParameterError(
-                    f"The {name!r} parameter of {type(self).__name__} must be an int, "
-                    f"got {getattr(self, name)!r}."
-                )
         check_image_size(self.image_size)
         check_intensity(self.intensity)
         resolve_device(self.device)  # e.g. CUDA asked for, none present
@@ -233,12 +225,13 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         device: torch.device,
         *,
         with_raw: bool = False,
-        alter=None,
+        corrupt_batch=None,
     ) -> Iterator[tuple[object, torch.Tensor]]:
         """Yield ``(raw, batch)`` per batch of ``self.batch_size`` images, in order.
 
-        ``alter``, when given, maps each batch of images in [0, 1] to another (e.g.
-        :func:`~sklearn_cae.corruptions.corrupt`) before the backbone's normalisation.
+        ``corrupt_batch``, when given, maps each batch of images in [0, 1] to a corrupted
+        one (e.g. :func:`~sklearn_cae.corruptions.corrupt`) before the backbone's
+        normalisation.
 
         ``raw`` is None unless ``with_raw``; then it holds the batch's decoded images
         before intensity scaling and resizing: an ndarray (b, H, W, C) for array input,
@@ -255,27 +248,27 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
             with_raw=with_raw,
         )
         total = -(-len(images) // self.batch_size)
-        for raw, unit in tqdm(
+        for raw, scaled in tqdm(
             batches, total=total, desc="backbone", unit="batch", disable=not self.verbose
         ):
-            if alter is not None:
-                unit = alter(unit)
-            yield raw, normalize_batch(unit, self.input_mean_, self.input_std_)
+            if corrupt_batch is not None:
+                scaled = corrupt_batch(scaled)
+            yield raw, normalize_batch(scaled, self.input_mean_, self.input_std_)
 
     def _iter_maps(
-        self, images: ImageSource, device: torch.device, *, alter=None
+        self, images: ImageSource, device: torch.device, *, corrupt_batch=None
     ) -> Iterator[list[torch.Tensor]]:
         """Yield the tapped maps (float32, on ``device``) batch by batch.
 
-        ``alter`` is passed to :meth:`_iter_batches`.
+        ``corrupt_batch`` is passed to :meth:`_iter_batches`.
         """
         backbone = self.backbone_.to(device)
-        for _, batch in self._iter_batches(images, device, alter=alter):
+        for _, batch in self._iter_batches(images, device, corrupt_batch=corrupt_batch):
             with torch.inference_mode(), autocast(device):
                 maps = backbone(batch)
             yield [m.float() for m in maps]
 
-    def _iter_half_maps(
+    def _iter_float16_maps(
         self, images: ImageSource, device: torch.device
     ) -> Iterator[list[torch.Tensor]]:
         """Yield the tapped maps rounded to float16, on ``device``, batch by batch.
@@ -417,7 +410,7 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         images = self._check_images(X, reset=False)
-        return _as_numpy(list(self._iter_half_maps(images, resolve_device(self.device))))
+        return _as_numpy(list(self._iter_float16_maps(images, resolve_device(self.device))))
 
     def __getstate__(self):
         # Networks as plain arrays (CPU), rebuilt on load: pickles and skops files hold
@@ -618,7 +611,7 @@ class BackboneFeaturizer(_BackboneFeaturizerBase):
         device = resolve_device(self.device)
         pooled = [
             torch.cat([pool(m.float(), self.pooling) for m in maps], dim=1).cpu()
-            for maps in self._iter_half_maps(images, device)
+            for maps in self._iter_float16_maps(images, device)
         ]
         return torch.cat(pooled).numpy().astype(np.float32, copy=False)
 
@@ -760,7 +753,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         "bottleneck": [_POSITIVE_INT],
         "noise": [Interval(Real, 0, 1, closed="left")],
         "sparsity": [Interval(Real, 0, None, closed="left")],
-        "corrupted_views": [Interval(Integral, 0, None, closed="left")],
+        "corrupted_views": [strict_int(0, None, closed="left")],
         "supervision": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "include_backbone": ["boolean"],
         "max_epochs": [_POSITIVE_INT],
@@ -771,13 +764,6 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         "cae_params": [dict, None],
         "random_state": ["random_state"],
     }
-    _int_parameters = (
-        *_BackboneFeaturizerBase._int_parameters,
-        "bottleneck",
-        "corrupted_views",
-        "max_epochs",
-        "patience",
-    )
 
     def __init__(
         self,
@@ -840,7 +826,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
     def _check_params(self) -> None:
         super()._check_params()
         for size in self.layer_sizes:
-            if not _POSITIVE_INT.is_satisfied_by(size) or isinstance(size, bool):
+            if not _POSITIVE_INT.is_satisfied_by(size):
                 raise ValueError(
                     f"every entry of layer_sizes must be a positive int, got {self.layer_sizes!r}."
                 )
@@ -944,7 +930,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         stored = [self._map_array((n, *shape)) for shape in self.map_shapes_]
         statistics = [ChannelStatistics(shape[0], device) for shape in self.map_shapes_]
         start = 0
-        for batch_maps in self._iter_half_maps(images, device):
+        for batch_maps in self._iter_float16_maps(images, device):
             stop = start + len(batch_maps[0])
             for layer_maps, layer_stats, half in zip(stored, statistics, batch_maps, strict=True):
                 layer_maps[start:stop] = half.cpu().numpy()
@@ -980,7 +966,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         for view in range(self.corrupted_views):
             start = 0
             for batch_maps in self._iter_maps(
-                images, device, alter=lambda unit: corrupt(unit, generator)
+                images, device, corrupt_batch=lambda scaled: corrupt(scaled, generator)
             ):
                 stop = start + len(batch_maps[0])
                 for i, layer_maps in enumerate(batch_maps[: len(views)]):
@@ -1074,7 +1060,7 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         device = resolve_device(self.device)
         means = [torch.from_numpy(m).to(device) for m in self.map_mean_]
         stds = [torch.from_numpy(s).to(device) for s in self.map_std_]
-        for maps in self._iter_half_maps(images, device):
+        for maps in self._iter_float16_maps(images, device):
             # Round through float16 exactly as fit stores maps, so fit_transform and
             # fit().transform agree.
             yield [
@@ -1136,10 +1122,12 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
 
         Returns
         -------
-        reconstructions : list of ndarray of shape (n_samples, channels, height, width)
-            One float32 array per tapped layer (``layers_``).
-        maps : list of ndarray of the same shapes
-            Only with ``return_maps=True``, first: ``(maps, reconstructions)``.
+        reconstructions or (maps, reconstructions)
+            Without ``return_maps``: the reconstructions, a list of one float32 array
+            of shape (n_samples, channels, height, width) per layer with a CAE
+            (``code_layers_``). With ``return_maps=True``: the tuple
+            ``(maps, reconstructions)``, the maps first, as lists of arrays of the same
+            shapes.
         """
         maps, reconstructions = [], []
         with torch.inference_mode():

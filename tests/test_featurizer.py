@@ -334,3 +334,17 @@ def test_docstring_documents_every_parameter_in_order(cls):
     documented = re.findall(r"^    (\w+) : ", section, flags=re.MULTILINE)
     assert documented == list(inspect.signature(cls).parameters)
     assert "{" + "backbone}" not in doc and "{{" not in doc  # every field was filled in
+
+
+@pytest.mark.parametrize(
+    "param", ["batch_size", "bottleneck", "corrupted_views", "max_epochs", "patience"]
+)
+def test_int_parameters_refuse_bools(param):
+    # scikit-learn's Interval(Integral, ...) would take True as 1.
+    with pytest.raises(ValueError, match=f"'{param}' parameter"):
+        CAETransferFeaturizer(**{param: True}).fit(np.zeros((4, 16, 16), np.uint8))
+
+
+def test_layer_sizes_refuse_bools():
+    with pytest.raises(ValueError, match="layer_sizes must be a positive int"):
+        CAETransferFeaturizer(layer_sizes=(16, True)).fit(np.zeros((4, 16, 16), np.uint8))
