@@ -5,9 +5,10 @@ Both formats store the featurizers' networks as plain arrays plus what rebuilds 
 a CPU-only machine without network. They differ in what loading trusts:
 
 * ``.skops`` (:mod:`skops.io`) builds only the types it is told to trust. Loading
-  trusts :data:`TRUSTED_TYPES` (this package's featurizers and block scaler) and what
-  skops trusts by default (scikit-learn's estimators, numpy arrays, builtins); a file
-  that asks for anything else is refused with a message that names the type.
+  trusts :data:`TRUSTED_TYPES` (this package's featurizers and helpers, two of
+  scikit-learn's calibration types) and what skops trusts by default (scikit-learn's
+  estimators, numpy arrays, builtins); a file that asks for anything else is refused
+  with a message that names the type.
 * ``.joblib`` is a pickle: loading it runs whatever code the file holds. Load only
   files you trust. It stores what skops cannot: a featurizer whose ``backbone`` is your
   own ``nn.Module``, estimators skops does not know.
@@ -49,6 +50,11 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn_cae.featurizer.BackboneFeaturizer",
     "sklearn_cae.featurizer.CAETransferFeaturizer",
     "sklearn_cae.pooling.BlockScaler",
+    "sklearn_cae.semi_supervised.LabelledOnly",
+    # scikit-learn's own, which skops does not list by default: the calibrated SVC that
+    # `sklearn-cae fit` saves holds them (plain arrays and floats).
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
 )
 
 #: Model file formats by file extension.
