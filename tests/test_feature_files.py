@@ -22,15 +22,19 @@ from .helpers import FAST, FAST_CAE
 pytestmark = pytest.mark.filterwarnings("error::sklearn_cae.cache.CacheWriteWarning")
 
 
-@pytest.fixture
-def folder(tmp_path):
+def png_folder(root, n: int = 10):
+    """``root`` with ``n`` random 20 x 20 PNG files in class sub-folders "a" and "b"."""
     rng = np.random.default_rng(0)
-    root = tmp_path / "images"
-    for i in range(10):
+    for i in range(n):
         sub = root / ("a" if i % 2 else "b")
         sub.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(sub / f"{i}.png")
     return root
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return png_folder(tmp_path / "images")
 
 
 @pytest.fixture

@@ -2,10 +2,11 @@
 
 :func:`export_onnx` turns a fitted pipeline (a featurizer, then scikit-learn steps)
 into one ONNX graph that onnxruntime (C++, C#, Java, Python, ...) runs without torch.
-The graph takes ``uint8`` images already resized to the featurizer's ``image_size``;
-:func:`resize_images` does that resize with numpy and Pillow only (importing this
-module does not import torch), as the featurizer does it: see its docstring and
-docs/persistence.rst.
+The graph takes images already resized to the featurizer's ``image_size``: ``float32``
+on the ``uint8`` scale, not rounded (the default: the featurizer's own input), or
+``uint8`` (``input_dtype="uint8"``). :func:`resize_images` does that resize with numpy
+and Pillow only (importing this module does not import torch), as the featurizer does
+it: see its docstring and docs/persistence.rst.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import importlib
 _EXPORTS = {
     "export_onnx": "_onnx",
     "ExportError": "_onnx",
+    "INPUT_DTYPES": "_runtime",
     "resize_images": "_runtime",
     "read_metadata": "_runtime",
 }

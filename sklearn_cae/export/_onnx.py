@@ -31,6 +31,7 @@ from ..feature_maps import standardize
 from ..featurizer import BackboneFeaturizer, CAETransferFeaturizer
 from ..images import check_image_size, check_intensity, normalize_batch
 from ..pooling import pool, pooled_names
+from ._runtime import INPUT_DTYPES, check_input_dtype
 
 __all__ = ["ExportError", "export_onnx"]
 
@@ -40,12 +41,16 @@ _ML_OPSET = 3
 # The probe check: the graph's features may differ from transform's by this much,
 # relative to the largest feature (float16 rounding of the maps, other kernels).
 _PROBE_RTOL = 1e-2
-# What resizes images before the graph (see _runtime.py).
+# What resizes images before the graph (see _runtime.py), by the graph's input type.
 _RESIZE = (
     "antialiased bilinear to image_size, per channel on the image scaled to [0, 1] "
     "(torch interpolate(mode='bilinear', antialias=True) = Pillow BILINEAR on float "
-    "images), rounded to uint8: sklearn_cae.export.resize_images"
+    "images), {}: sklearn_cae.export.resize_images(images, image_size, dtype={!r})"
 )
+_RESIZE_OUTPUT = {
+    "float32": "values kept on the 0..255 scale, not rounded",
+    "uint8": "rounded to uint8",
+}
 
 
 class ExportError(ValueError):
@@ -59,12 +64,15 @@ def _spp_grids() -> list[int]:
 
 
 class _FeatureGraph(nn.Module):
-    """The featurizer's transform on uint8 images at ``image_size``, as one traceable module.
+    """The featurizer's transform on images at ``image_size``, as one traceable module.
+
+    The images are ``uint8``, or ``float32`` on the same 0..255 scale (resized, not
+    rounded).
 
     The same steps, in the same order and precision, as the featurizer's
     ``transform``: intensity scaling, grey to RGB and the backbone's normalisation,
     the tapped maps rounded through float16, and (CAE) their standardisation, rounded
-    again, the encoder and pooling.
+    again, the encoder and pooling, then the block balance (``block_scaler_``).
     """
 
     def __init__(self, featurizer, channels: int):
@@ -91,9 +99,17 @@ class _FeatureGraph(nn.Module):
         ):
             self.register_buffer(f"map_mean_{i}", torch.as_tensor(mean).float())
             self.register_buffer(f"map_std_{i}", torch.as_tensor(std).float())
+        # BlockScaler: (x - mean) / scale * weight, the last two as one factor.
+        scaler = getattr(featurizer, "block_scaler_", None)  # absent before release 0.2
+        self.balance = scaler is not None
+        if self.balance:
+            factor = scaler.weights_ / scaler.scaler_.scale_
+            self.register_buffer("block_mean", torch.as_tensor(scaler.scaler_.mean_).float())
+            self.register_buffer("block_factor", torch.as_tensor(factor).float())
 
     def _unit(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (n, h, w[, 3]) to float32 (n, C, h, w) in [0, 1], by the intensity policy."""
+        """(n, h, w[, 3]) on the uint8 scale to float32 (n, C, h, w) in [0, 1], by the
+        intensity policy."""
         x = images.float()
         x = x.permute(0, 3, 1, 2) if self.colour else x.unsqueeze(1)
         if isinstance(self.intensity, tuple):
@@ -103,7 +119,7 @@ class _FeatureGraph(nn.Module):
             low = x.amin(dim=(1, 2, 3), keepdim=True) * 0.5
             span = x.amax(dim=(1, 2, 3), keepdim=True) * 0.5 - low
             return (x * 0.5 - low) / torch.where(span > 0, span, torch.ones_like(span))
-        return (x - 0.0) / 255.0  # "auto", "dtype": uint8 over its range
+        return (x - 0.0) / 255.0  # "auto", "dtype": the uint8 scale over its range
 
     def _pool(self, maps: torch.Tensor, layer: int) -> torch.Tensor:
         """:func:`~sklearn_cae.pooling.pool`; "spp" by slices of the known map size (the
@@ -139,7 +155,8 @@ class _FeatureGraph(nn.Module):
         ]
         if self.include_backbone:
             parts += [self._pool(m, i) for i, m in enumerate(maps)]
-        return torch.cat(parts, dim=1)
+        features = torch.cat(parts, dim=1)
+        return (features - self.block_mean) * self.block_factor if self.balance else features
 
 
 def _split(pipeline):
@@ -195,17 +212,17 @@ def _operators(model_bytes: bytes) -> list[str]:
     return [node.op_type for node in onnx.load_from_string(model_bytes).graph.node]
 
 
-def _trace(graph: _FeatureGraph, size: tuple[int, int], backbone_name: str) -> bytes:
-    """ONNX bytes of the featurizer graph; input "images" (uint8), output "features".
+def _trace(graph: _FeatureGraph, size: tuple[int, int], dtype: np.dtype, backbone_name: str):
+    """ONNX bytes of the featurizer graph; input "images" (``dtype``), output "features".
 
     Traced on random, black and white images: a graph that differs between them took
     other branches of Python control flow on tensor values, which no trace can hold.
     """
     shape = (2, *size, 3) if graph.colour else (2, *size)
+    random = np.random.default_rng(0).integers(0, 256, shape)
     examples = [
-        torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)),
-        torch.zeros(shape, dtype=torch.uint8),
-        torch.full(shape, 255, dtype=torch.uint8),
+        torch.from_numpy(image.astype(dtype))
+        for image in (random, np.zeros(shape), np.full(shape, 255))
     ]
     try:
         traces = [_export_bytes(graph, example) for example in examples]
@@ -227,7 +244,7 @@ def _trace(graph: _FeatureGraph, size: tuple[int, int], backbone_name: str) -> b
     return traces[0][0]
 
 
-def _check_against_transform(model_bytes: bytes, featurizer, graph: _FeatureGraph, size) -> None:
+def _check_against_transform(model_bytes: bytes, featurizer, graph: _FeatureGraph, size, dtype):
     """Run the graph on probe images (two batch sizes) and compare with ``transform``."""
     import onnxruntime
 
@@ -238,7 +255,7 @@ def _check_against_transform(model_bytes: bytes, featurizer, graph: _FeatureGrap
     session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     expected = featurizer.transform(probes)
     for batch in (probes, probes[:1]):
-        got = session.run(["features"], {"images": batch})[0]
+        got = session.run(["features"], {"images": batch.astype(dtype)})[0]
         error = np.abs(got - expected[: len(batch)]).max()
         if not error <= _PROBE_RTOL * np.abs(expected).max():
             raise ExportError(
@@ -313,15 +330,21 @@ def _merge(features_model, sklearn_model, final_step):
     return merged
 
 
-def export_onnx(pipeline, path: str | os.PathLike | None = None, *, channels: int | None = None):
+def export_onnx(
+    pipeline,
+    path: str | os.PathLike | None = None,
+    *,
+    channels: int | None = None,
+    input_dtype: str = "float32",
+):
     """Export a fitted pipeline (featurizer, then scikit-learn steps) to one ONNX graph.
 
-    The graph holds the featurizer's intensity scaling (for ``uint8`` images),
-    normalisation, the backbone up to its tapped layers, the maps' float16 rounding and
-    standardisation, the auto-encoder's encoder and the pooling, then the steps after
-    the featurizer as skl2onnx converts them (scalers, SVC, logistic regression, ...).
-    Resizing and file decoding stay outside: resize with
-    :func:`~sklearn_cae.export.resize_images`.
+    The graph holds the featurizer's intensity scaling (for images on the ``uint8``
+    scale), normalisation, the backbone up to its tapped layers, the maps' float16
+    rounding and standardisation, the auto-encoder's encoder, the pooling and the
+    block balance, then the steps after the featurizer as skl2onnx converts them
+    (scalers, SVC, logistic regression, ...). Resizing and file decoding stay outside:
+    resize with :func:`~sklearn_cae.export.resize_images`.
 
     Parameters
     ----------
@@ -332,9 +355,16 @@ def export_onnx(pipeline, path: str | os.PathLike | None = None, *, channels: in
     path : str, os.PathLike or None, default=None
         Where to write the ``.onnx`` file (atomically); None writes nothing.
     channels : {1, 3} or None, default=None
-        The images the graph takes: grey ``(n, S, S)`` or colour ``(n, S, S, 3)``,
-        ``uint8``, S the ``image_size``. None: as the featurizer was fitted (colour
-        if it saw colour images).
+        The images the graph takes: grey ``(n, S, S)`` or colour ``(n, S, S, 3)``, S
+        the ``image_size``. None: as the featurizer was fitted (colour if it saw
+        colour images).
+    input_dtype : {"float32", "uint8"}, default="float32"
+        The type of the graph's input. ``float32``: ``uint8`` images resized and not
+        rounded (values 0..255), the featurizer's own input up to float rounding.
+        ``uint8``: the same rounded to ``uint8``; the rounding moves the features of
+        small images upscaled a lot (28 to 128 px) by up to 15% and a few labels
+        (see ``benchmarks/results/export.md``). Make the input with
+        :func:`~sklearn_cae.export.resize_images` (``dtype=input_dtype``).
 
     Returns
     -------
@@ -343,7 +373,7 @@ def export_onnx(pipeline, path: str | os.PathLike | None = None, *, channels: in
         with ``predict_proba``) or ``scores`` (skl2onnx's decision scores, one column
         per class), then ``features`` (the featurizer's output). A featurizer alone
         gives ``features`` only. Metadata (:func:`~sklearn_cae.export.read_metadata`):
-        ``image_size``, ``channels``, ``input_layout``, ``class_names``,
+        ``image_size``, ``channels``, ``input_dtype``, ``input_layout``, ``class_names``,
         ``intensity``, ``resize``, ``outputs``, ``sklearn_cae_version``.
 
     Raises
@@ -359,11 +389,17 @@ def export_onnx(pipeline, path: str | os.PathLike | None = None, *, channels: in
     channels = channels or (3 if featurizer.n_input_channels_ >= 3 else 1)
     if channels not in (1, 3):
         raise ExportError(f"channels must be 1 (grey) or 3 (colour), got {channels!r}.")
+    try:
+        dtype = check_input_dtype(input_dtype)
+    except ValueError:
+        raise ExportError(
+            f"input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}."
+        ) from None
     size = check_image_size(featurizer.image_size)
     graph = _FeatureGraph(featurizer, channels).eval()
     name = featurizer.backbone if isinstance(featurizer.backbone, str) else "custom module"
-    features_bytes = _trace(graph, size, str(name))
-    _check_against_transform(features_bytes, featurizer, graph, size)
+    features_bytes = _trace(graph, size, dtype, str(name))
+    _check_against_transform(features_bytes, featurizer, graph, size, dtype)
     model = onnx.load_from_string(features_bytes)
     n_features = len(featurizer.get_feature_names_out())
     final = steps[-1][1] if steps else None
@@ -373,12 +409,13 @@ def export_onnx(pipeline, path: str | os.PathLike | None = None, *, channels: in
     metadata = {
         "image_size": list(size),
         "channels": channels,
+        "input_dtype": dtype.name,
         "input_layout": "NHWC" if channels == 3 else "NHW",
         "class_names": None if classes is None else np.asarray(classes).tolist(),
         "intensity": list(graph.intensity)
         if isinstance(graph.intensity, tuple)
         else graph.intensity,
-        "resize": _RESIZE,
+        "resize": _RESIZE.format(_RESIZE_OUTPUT[dtype.name], dtype.name),
         "outputs": [output.name for output in model.graph.output],
         "sklearn_cae_version": __version__,
     }
