@@ -115,15 +115,15 @@ def test_learning_rate_follows_a_cosine_to_zero(small_breast):
 def test_corrupted_views_change_the_code_reproducibly(small_breast):
     X, _ = small_breast
     plain = CAETransferFeaturizer(**FAST_CAE).fit_transform(X)
-    denoise = CAETransferFeaturizer(**FAST_CAE, corrupted_views=2).fit_transform(X)
-    again = CAETransferFeaturizer(**FAST_CAE, corrupted_views=2).fit_transform(X)
+    denoise = CAETransferFeaturizer(**{**FAST_CAE, "corrupted_views": 2}).fit_transform(X)
+    again = CAETransferFeaturizer(**{**FAST_CAE, "corrupted_views": 2}).fit_transform(X)
     np.testing.assert_array_equal(denoise, again)
     assert not np.allclose(plain, denoise)
 
 
 def test_corrupted_views_run_the_backbone_once_more_per_view(small_breast):
     X, _ = small_breast
-    feat = CAETransferFeaturizer(**FAST_CAE, corrupted_views=2)
+    feat = CAETransferFeaturizer(**{**FAST_CAE, "corrupted_views": 2})
     seen = []
     original = ImageSource.batches
 
@@ -141,7 +141,7 @@ def test_corrupted_views_run_the_backbone_once_more_per_view(small_breast):
 @pytest.mark.parametrize("value", [-1, 1.5, True, "2"])
 def test_bad_corrupted_views(small_breast, value):
     with pytest.raises(ValueError, match="corrupted_views"):
-        CAETransferFeaturizer(**FAST_CAE, corrupted_views=value).fit(small_breast[0])
+        CAETransferFeaturizer(**{**FAST_CAE, "corrupted_views": value}).fit(small_breast[0])
 
 
 # ---------------------------------------------------------------------- semi-supervision
