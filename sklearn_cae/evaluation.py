@@ -275,7 +275,7 @@ def format_table(
     Returns
     -------
     str
-        The table's lines, without a final newline.
+        A header, a rule, then one line per result, without a final newline.
 
     Examples
     --------

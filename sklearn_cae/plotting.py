@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._docstrings import Substitution
 from ._param_validation import is_strict_int
 
 __all__ = [
@@ -19,6 +20,16 @@ __all__ = [
     "plot_reconstructions",
     "reconstruct_feature_maps",
 ]
+
+
+# Parameter docs of the functions that draw a featurizer's auto-encoder.
+_shared_docs = Substitution(
+    featurizer="""featurizer : CAETransferFeaturizer, Pipeline or search holding one
+        A fitted featurizer, or a fitted estimator containing one (a ``Pipeline``,
+        a ``GridSearchCV``, a ``FrozenEstimator``).""",
+    layer="""layer : str or int, default=0
+        Layer with a CAE, by name or by position in the featurizer's ``code_layers_``.""",
+)
 
 
 def _pyplot():
@@ -66,19 +77,17 @@ def _find_featurizer(estimator, X=None):
     return next(find_featurizers(estimator, X, types=kind)) if X is not None else (featurizer, X)
 
 
+@_shared_docs
 def reconstruct_feature_maps(featurizer, X, layer: str | int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Standardised backbone maps of ``X`` and their CAE reconstructions.
 
     Parameters
     ----------
-    featurizer : CAETransferFeaturizer, Pipeline or search holding one
-        A fitted featurizer, or a fitted estimator containing one (a ``Pipeline``,
-        a ``GridSearchCV``, a ``FrozenEstimator``).
+    {featurizer}
     X : array-like of images
         Images as ``featurizer`` takes them -- for a pipeline, as the pipeline takes
         them: the steps before the featurizer are applied. Keep it small (a few images).
-    layer : str or int, default=0
-        Layer with a CAE, by name or by position in the featurizer's ``code_layers_``.
+    {layer}
 
     Returns
     -------
@@ -115,6 +124,7 @@ def _show_image(ax, image: np.ndarray) -> None:
     ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
 
 
+@_shared_docs
 def plot_reconstructions(
     featurizer,
     X,
@@ -132,15 +142,12 @@ def plot_reconstructions(
 
     Parameters
     ----------
-    featurizer : CAETransferFeaturizer, Pipeline or search holding one
-        A fitted featurizer, or a fitted estimator containing one (a ``Pipeline``,
-        a ``GridSearchCV``, a ``FrozenEstimator``).
+    {featurizer}
     X : array-like of images
         A few images in any form the featurizer (or pipeline) accepts: an array, file
         paths, PIL images. The images are shown as given; for a pipeline, the steps
         before the featurizer are applied to compute the maps.
-    layer : str or int, default=0
-        Layer with a CAE, by name or by position in the featurizer's ``code_layers_``.
+    {layer}
     n_channels : int, default=3
         Number of channels to show.
     figsize : (float, float), default=None
