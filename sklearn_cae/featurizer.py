@@ -36,7 +36,14 @@ from .backbones import (
     load_backbone,
     truncate,
 )
-from .cache import FeatureCache, check_cache, file_digests, image_digests, model_digest
+from .cache import (
+    FeatureCache,
+    check_cache,
+    file_digests,
+    image_digests,
+    model_digest,
+    temporary_array,
+)
 from .cae import UNLABELLED, AutoEncoderNet, MapViews, fit_autoencoder
 from .corruptions import corrupt
 from .devices import autocast, resolve_device
@@ -945,11 +952,13 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         return stored, list(means), list(stds)
 
     def _map_array(self, shape: tuple[int, ...]) -> np.ndarray:
-        """A float16 array for training maps: memory-mapped in the cache folder if any."""
+        """A float16 array for training maps, memory-mapped so that memory does not grow
+        with the number of images: in the cache folder if any, else the system's
+        temporary folder (in memory only when neither can hold it)."""
         cache = check_cache(self.cache)
         if cache is not None:
             return cache.temporary_array(shape)
-        return np.empty(shape, dtype=np.float16)
+        return temporary_array(shape)
 
     def _collect_corrupted_maps(self, images, device, means, stds, seed):
         """Standardised float16 maps of ``corrupted_views`` corrupted copies of the images.

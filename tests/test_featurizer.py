@@ -348,3 +348,10 @@ def test_int_parameters_refuse_bools(param):
 def test_layer_sizes_refuse_bools():
     with pytest.raises(ValueError, match="layer_sizes must be a positive int"):
         CAETransferFeaturizer(layer_sizes=(16, True)).fit(np.zeros((4, 16, 16), np.uint8))
+
+
+def test_training_maps_are_memory_mapped_without_a_cache():
+    # Memory bounded by design: the CAE's training maps live in a mapped temporary file
+    # whatever the number of images, not in an array that grows with it.
+    array = CAETransferFeaturizer()._map_array((64, 8, 4, 4))
+    assert isinstance(array, np.memmap) and array.dtype == np.float16

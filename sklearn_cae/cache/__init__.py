@@ -34,7 +34,14 @@ Layout::
   folder cannot hold them.
 """
 
-from ._cache import CacheInfo, CacheWriteWarning, FeatureCache, check_cache, parse_size
+from ._cache import (
+    CacheInfo,
+    CacheWriteWarning,
+    FeatureCache,
+    check_cache,
+    parse_size,
+    temporary_array,
+)
 from ._keys import file_digests, image_digests, model_digest
 
 __all__ = [
@@ -46,4 +53,5 @@ __all__ = [
     "image_digests",
     "model_digest",
     "parse_size",
+    "temporary_array",
 ]
