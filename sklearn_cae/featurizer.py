@@ -58,7 +58,7 @@ from .images import (
     normalize_batch,
 )
 from .pooling import POOLINGS, BlockScaler, pool, pooled_names
-from .semi_supervised import labelled_rows
+from .semi_supervised import labelled_rows, unlabelled_mask
 
 __all__ = ["BackboneFeaturizer", "CAETransferFeaturizer"]
 
@@ -848,8 +848,9 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
             See :func:`sklearn_cae.images.as_image_source` and docs/inputs.md.
             Unlabelled images are fine.
         y : array-like of shape (n_samples,) or None, default=None
-            Ignored unless ``supervision > 0``; then class labels, ``-1`` for
-            unlabelled images.
+            Class labels, ``-1`` (or ``"-1"`` among strings) for unlabelled images.
+            Used when ``supervision > 0``, or with ``supervision="auto"`` (the
+            default) when ``y`` marks some images unlabelled; ignored otherwise.
 
         Returns
         -------
@@ -918,10 +919,13 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         if self.supervision != "auto":
             return float(self.supervision)
         y = None if y is None else np.asarray(y)
-        if y is None or y.ndim != 1 or y.dtype.kind not in "iuf":
+        if y is None or y.ndim != 1:
             return 0.0
-        unlabelled = y == UNLABELLED
-        known = y[~unlabelled]
+        try:  # the package's convention: -1 among numbers, "-1" among strings
+            unlabelled = unlabelled_mask(y)
+            _, known = labelled_rows(y)
+        except ValueError:  # not class labels (e.g. NaN): labels are not for the CAE
+            return 0.0
         if not unlabelled.any() or len(np.unique(known)) < 2:
             return 0.0
         classes = type_of_target(known) in ("binary", "multiclass")
@@ -1126,8 +1130,8 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
         X : array-like of images
             As for :meth:`transform`. All maps are held in memory: pass a few images.
         return_maps : bool, default=False
-            Also return the maps reconstructed, as ``backbone_maps(X)`` gives them,
-            from the same backbone pass.
+            Also return the maps reconstructed (the standardised maps of
+            ``code_layers_``), from the same backbone pass.
 
         Returns
         -------

@@ -533,6 +533,14 @@ class LabelledStratifiedKFold(BaseCrossValidator):
     },
     prefer_skip_nested_validation=True,
 )
+def _with_room_for_the_marker(y: np.ndarray) -> np.ndarray:
+    """A copy of ``y`` that can hold :data:`UNLABELLED`: ints and floats stay numeric,
+    other labels (strings) become an object array."""
+    if y.dtype.kind in "biu":
+        return y.astype(np.int64)
+    return y.copy() if y.dtype.kind == "f" else y.astype(object)
+
+
 def hide_labels(y, labelled_fraction: float, random_state: int = 0) -> np.ndarray:
     """``y`` with all but a stratified ``labelled_fraction`` of the labels set to ``-1``.
 
@@ -567,7 +575,7 @@ def hide_labels(y, labelled_fraction: float, random_state: int = 0) -> np.ndarra
             "hide_labels needs every label known, and y already holds -1 (unlabelled)."
         )
     keep = stratified_subset(y, labelled_fraction, random_state)
-    hidden = y.astype(object) if y.dtype.kind not in "biu" else y.astype(np.int64)
+    hidden = _with_room_for_the_marker(y)
     mask = np.ones(len(y), bool)
     mask[keep] = False
     hidden[mask] = UNLABELLED
@@ -704,6 +712,6 @@ def with_unlabelled(X, y, X_unlabelled) -> tuple[list | np.ndarray, np.ndarray]:
                 f"{np.shape(X_unlabelled)[1:]}: the arrays must hold images of one shape"
             )
         X_all = np.concatenate([X, X_unlabelled])
-    base = y.astype(np.int64) if y.dtype.kind in "biu" else y.astype(object)
+    base = _with_room_for_the_marker(y)
     y_all = np.concatenate([base, np.full(len(X_unlabelled), UNLABELLED, dtype=base.dtype)])
     return X_all, y_all

@@ -163,3 +163,26 @@ def test_unbalanced_single_code_model_round_trips_through_pickle(images):
     restored = pickle.loads(pickle.dumps(cae))
     assert restored.code_layers_ == ["blocks.4"] and restored.block_scaler_ is None
     np.testing.assert_array_equal(restored.transform(images[:3]), cae.transform(images[:3]))
+
+
+@pytest.mark.parametrize(
+    "y, expected",
+    [
+        (np.array([0, 1, -1, -1]), 1.0),
+        (np.array(["a", "b", "-1", "-1"]), 1.0),
+        (np.array(["a", "b", -1, -1], dtype=object), 1.0),
+        (np.array([0.0, 1.0, -1.0, -1.0]), 1.0),
+        (np.array(["a", "b", "a", "b"]), 0.0),  # every image labelled
+        (np.array([0, 0, -1, -1]), 0.0),  # a single labelled class
+        (None, 0.0),
+    ],
+)
+def test_auto_supervision_reads_the_unlabelled_marker_of_any_label_kind(y, expected):
+    assert CAETransferFeaturizer()._supervision_weight(y) == expected
+
+
+def test_hidden_float_labels_stay_numeric():
+    from sklearn_cae.semi_supervised import hide_labels
+
+    hidden = hide_labels(np.array([0.0, 0, 0, 0, 1, 1, 1, 1]), 0.5)
+    assert hidden.dtype.kind == "f" and (hidden == -1).sum() == 4
