@@ -180,6 +180,8 @@ def autoencoder_settings(params: dict, quick: bool) -> dict:
     accepted = set(inspect.signature(fit_autoencoder).parameters) - {"views", "seed", "device"}
     settings = {key: value for key, value in defaults.items() if key in accepted}
     settings["net_params"] = defaults["cae_params"]  # the featurizer's name for them
+    # The ablation trains without labels: what supervision="auto" does without -1 labels.
+    settings["supervision"] = 0.0
     settings.update(params)
     if quick:
         settings["max_epochs"] = 2
