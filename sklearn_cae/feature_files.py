@@ -59,7 +59,8 @@ __all__ = [
 #: The output formats, by file name ending.
 OUTPUT_FORMATS = (".parquet", ".npz", ".csv")
 _PROGRESS_FORMAT = 1
-_RUN_OPTIONS = ("cache", "device", "verbose")
+# Parameters that change how a run goes, not its features: a resumed run may differ in them.
+_RUN_OPTIONS = ("cache", "device", "verbose", "batch_size")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so that equal features give equal .npz bytes
 
 
@@ -321,9 +322,16 @@ def write_features(
     names = _names(X, names)
     # What the features depend on: not where maps are cached, nor how verbose a run is.
     fitted = {k: v for k, v in vars(featurizer).items() if k not in _RUN_OPTIONS}
+    fitted = _without_print_sink(fitted)
     fitted_digest = hashlib.sha256(pickle.dumps(fitted, protocol=5)).hexdigest()
     identity = joblib.hash(
-        [_PROGRESS_FORMAT, type(featurizer).__qualname__, fitted_digest, _inputs_digest(X, names)]
+        [
+            _PROGRESS_FORMAT,
+            type(featurizer).__qualname__,
+            fitted_digest,
+            _inputs_digest(X, names),
+            skip_bad,
+        ]
     )
     state = _Progress(output, identity)
     report = _write_chunks(featurizer, X, names, output, state, chunk_size, skip_bad, progress)
@@ -404,6 +412,7 @@ def fit_write_features(
     output = _check_output(output)
     names = _names(X, names)
     params = {k: v for k, v in featurizer.get_params().items() if k not in _RUN_OPTIONS}
+    params = _without_print_sink(params)
     fit_identity = joblib.hash([type(featurizer).__qualname__, params, _inputs_digest(X, names)])
     identity = [_PROGRESS_FORMAT, "fit", fit_identity, output.suffix.lower(), chunk_size, skip_bad]
     state = _Progress(output, joblib.hash(identity))
@@ -413,6 +422,16 @@ def fit_write_features(
     state.remove()
     report.reused_fit, report.seconds = reused_fit, time.perf_counter() - started
     return fitted, report
+
+
+def _without_print_sink(params: dict) -> dict:
+    """``params`` without the epoch-table sink ``-v`` puts in ``cae_params`` (no effect on
+    the features, so not part of what a resumed run must match)."""
+    cae_params = params.get("cae_params")
+    if not cae_params or "callbacks__print_log__sink" not in cae_params:
+        return params
+    kept = {k: v for k, v in cae_params.items() if k != "callbacks__print_log__sink"}
+    return {**params, "cae_params": kept or None}
 
 
 @contextlib.contextmanager
@@ -437,7 +456,10 @@ def _fitted(featurizer, X, names, state: _Progress, fit_identity: str, skip_bad:
     for path in (kept_fit, cache.fitted_path(fit_identity) if cache and reusable else None):
         if path is not None and path.is_file():
             with contextlib.suppress(Exception):  # damaged or from another release: refit
-                return joblib.load(path), True
+                kept = joblib.load(path)
+                # This run's device, cache and verbosity, not those of the run that saved it.
+                run = featurizer.get_params(deep=False)
+                return kept.set_params(**{k: run[k] for k in _RUN_OPTIONS if k in run}), True
     fitted = clone(featurizer)
     bad = _probe_errors(list(X) if _is_files(X) else [], names, skip_bad)
     with _run_cache(fitted, state):

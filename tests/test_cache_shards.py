@@ -273,3 +273,24 @@ def test_full_disk_while_writing_a_shard(tmp_path):
         again = BackboneFeaturizer(cache=reader, **FAST).fit(X)
         np.testing.assert_array_equal(again.transform(X), expected)
     assert reader.corrupt == 0 and 0 < reader.hits < len(X)
+
+
+def test_non_ascii_keys_round_trip(tmp_path):
+    cache = FeatureCache(tmp_path)
+    values = np.arange(6, dtype=np.float16)
+    cache.save("modèle", "clé-é", values)
+    np.testing.assert_array_equal(cache.load("modèle", "clé-é", 6), values)
+    assert cache.corrupt == 0
+
+
+def test_prune_gives_back_dead_space_under_the_cap(tmp_path):
+    cache = FeatureCache(tmp_path)
+    for value in range(3):  # the same entry replaced: two dead records
+        cache.save("m", "k", np.full(1000, value, dtype=np.float16))
+    cache.close()
+    before = cache.info()
+    assert before.size - before.live_size >= 2 * 2000
+    assert cache.prune("1G") == 0  # nothing evicted ...
+    after = cache.info()  # ... but the two dead records' space is given back
+    assert after.size <= before.size - 2 * 2000 and after.live_size == before.live_size
+    np.testing.assert_array_equal(cache.load("m", "k", 1000), np.full(1000, 2, np.float16))

@@ -156,6 +156,10 @@ def test_fit_then_write_resumes_and_reuses_the_fit(folder, tmp_path, monkeypatch
     _, report = fit_write_features(cached, X, tmp_path / "b.parquet", progress=False)
     assert report.reused_fit
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    # A reused fit runs with this run's options (device, cache, verbosity), not the saved.
+    rerun = cached.set_params(**{"verbose": 1, "cache": str(tmp_path / "cache")})
+    model, report = fit_write_features(rerun, X, tmp_path / "c.parquet", progress=False)
+    assert report.reused_fit and model.verbose == 1 and model.cache == str(tmp_path / "cache")
 
 
 def _break(folder):

@@ -305,8 +305,8 @@ class FeatureCache:
         """Evict least recently used entries until the cache holds at most ``max_size``.
 
         Also removes the per-image files of the first cache format, which are never
-        read, and compacts shards with evicted entries (shards another process is
-        writing are left for later).
+        read, and compacts the shards: the space of evicted, replaced or damaged
+        records is given back (shards another process is writing are left for later).
 
         Parameters
         ----------
@@ -322,7 +322,7 @@ class FeatureCache:
         for path in self._legacy_folders():
             shutil.rmtree(path, ignore_errors=True)
         cap = self.max_size if max_size is None else parse_size(max_size)
-        return 0 if cap is None else self._store.prune(cap)
+        return 0 if cap is None else self._store.prune(cap, compact=True)
 
     def _legacy_folders(self) -> list[Path]:
         try:

@@ -60,7 +60,8 @@ CREATE INDEX IF NOT EXISTS entries_by_shard ON entries (shard);
 
 def encode_record(model: str, key: str, payload: bytes) -> bytes:
     """One shard record: prefix (magic, CRC), fields, model, key, payload."""
-    rest = _FIELDS.pack(len(payload), len(model), len(key)) + model.encode() + key.encode()
+    model_bytes, key_bytes = model.encode(), key.encode()  # lengths in bytes, not characters
+    rest = _FIELDS.pack(len(payload), len(model_bytes), len(key_bytes)) + model_bytes + key_bytes
     rest += payload
     return _PREFIX.pack(_MAGIC, zlib.crc32(rest)) + rest
 
@@ -91,7 +92,7 @@ def decode_record(data: bytes, model: str, key: str, n_values: int) -> np.ndarra
     valid = (
         (found_model, found_key) == (model, key)
         and size == len(data)
-        and payload_start == _PREFIX.size + _FIELDS.size + len(model) + len(key)
+        and payload_start == _PREFIX.size + _FIELDS.size + len(model.encode()) + len(key.encode())
         and zlib.crc32(memoryview(data)[_PREFIX.size :]) == crc
     )
     return np.frombuffer(data, dtype=np.float16, offset=payload_start) if valid else None
@@ -385,17 +386,20 @@ class ShardStore:
             "disk_bytes": self.disk_bytes(),
         }
 
-    def prune(self, max_size: int) -> int:
+    def prune(self, max_size: int, *, compact: bool = False) -> int:
         """Evict least-recently-used records until the store fits ``max_size`` bytes.
 
-        Returns the number of entries evicted.
+        With ``compact``, the shards are rewritten without their dead records even when
+        nothing needs evicting (what ``sklearn-cae cache prune`` asks for); the automatic
+        prune after writes compacts only when it evicts. Returns the number evicted.
         """
         with self.lock:
             self.close_writer()  # so that this process's shard can be compacted too
             self.written_since_check = 0
-            if self.disk_bytes() <= max_size:
+            over = self.disk_bytes() > max_size
+            if not over and not compact:
                 return 0
-            evicted = self._evict(max_size)
+            evicted = self._evict(max_size) if over else 0
             self._compact()
             return evicted
 
@@ -455,7 +459,7 @@ class ShardStore:
                         moved,
                     )
                     self._drop_reader(path.name)
-                    path.unlink()
+                    path.unlink(missing_ok=True)  # another process compacted it first
                 finally:
                     os.close(fd)
         finally:
