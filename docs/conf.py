@@ -49,7 +49,13 @@ html_static_path = ["_static"]
 
 # API reference: one page per public object, from the numpydoc docstrings.
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": False}
+autodoc_default_options = {
+    "members": True,
+    "inherited-members": False,
+    # scikit-learn's metadata-routing setters (LabelledOnly's fit takes sample_weight):
+    # their docstrings link into scikit-learn's own glossary, which is not built here.
+    "exclude-members": "set_fit_request,set_score_request,set_predict_request",
+}
 autodoc_typehints = "none"  # numpydoc's Parameters sections already give the types
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
