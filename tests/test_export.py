@@ -208,3 +208,17 @@ def test_unfitted_or_foreign_pipelines_are_refused():
         export_onnx(Pipeline([("clf", SVC())]))
     with pytest.raises(ExportError, match="not fitted"):
         export_onnx(Pipeline([("feat", BackboneFeaturizer()), ("clf", SVC())]))
+
+
+def test_semi_supervised_pipeline_exports_its_labelled_classifier():
+    from sklearn_cae.semi_supervised import make_pipeline
+
+    rng = np.random.default_rng(2)
+    X = rng.integers(0, 256, size=(24, 32, 32), dtype=np.uint8)
+    y = np.arange(24) % 2
+    y[::3] = -1  # unlabelled images: the classifier (LabelledOnly) never sees them
+    pipe = make_pipeline(BackboneFeaturizer(**FAST), LogisticRegression()).fit(X, y)
+    session = onnxruntime.InferenceSession(export_onnx(pipe).SerializeToString())
+    label, probabilities, _ = session.run(None, {"images": X.astype(np.float32)})
+    np.testing.assert_array_equal(label, pipe.predict(X))
+    np.testing.assert_allclose(probabilities, pipe.predict_proba(X), atol=1e-4)

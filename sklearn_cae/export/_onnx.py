@@ -177,10 +177,25 @@ def _split(pipeline):
     # Samplers (imbalanced-learn) act in fit only; "passthrough" and None do nothing.
     rest = [
         (name, step)
-        for name, step in steps[1:]
+        for name, step in _unwrapped(steps[1:])
         if step not in (None, "passthrough") and not hasattr(step, "fit_resample")
     ]
     return steps[0][1], rest
+
+
+def _unwrapped(steps: list) -> list:
+    """``steps`` with each ``LabelledOnly`` replaced by the estimator it predicts with
+    (its fitted ``estimator_``, or that pipeline's steps), which skl2onnx converts."""
+    from ..semi_supervised import LabelledOnly
+
+    flat = []
+    for name, step in steps:
+        if isinstance(step, LabelledOnly):
+            inner = step.estimator_
+            flat += [(f"{name}__{n}", s) for n, s in getattr(inner, "steps", [(name, inner)])]
+        else:
+            flat.append((name, step))
+    return flat
 
 
 def _export_bytes(graph: _FeatureGraph, example: torch.Tensor) -> tuple[bytes, list[str]]:
