@@ -16,8 +16,8 @@ Files are written atomically: a model or CSV is written to a temporary file in t
 destination folder and renamed over the destination only once complete, so a full
 disk, a file-size limit or Ctrl-C never leaves a truncated file in place of a good one.
 
-One module per command. A command module (``_evaluate.py``, ``_fit.py``,
-``_predict.py``, ``_featurize.py``, ``_export.py``, ``_cache.py``, ``_demo.py``) holds
+One module per command. A command module (``evaluate.py``, ``fit.py``,
+``predict.py``, ``featurize.py``, ``export.py``, ``cache.py``, ``demo.py``) holds
 
 * ``NAME``, the command's name;
 * ``add_parser(subparsers) -> None``, which adds the command's parser (its help, its
@@ -42,14 +42,14 @@ import textwrap
 import warnings
 
 from .._utils import error_reason
-from . import _cache, _demo, _evaluate, _export, _featurize, _fit, _predict
+from . import cache, demo, evaluate, export, featurize, fit, predict
 from ._console import CLIError, warning_printer
 from ._options import join_option_values
 
 __all__ = ["build_parser", "main"]
 
 # The commands, in the order --help lists them.
-_COMMANDS = (_evaluate, _fit, _predict, _featurize, _export, _cache, _demo)
+_COMMANDS = (evaluate, fit, predict, featurize, export, cache, demo)
 
 
 class _HelpFormatter(argparse.HelpFormatter):
