@@ -21,11 +21,18 @@ The fine-tuning reference is read from ``benchmarks/results/finetune.json``.
 ``cost`` -- ``fit_transform`` of both featurizers at their defaults, side by side on
 each training split (``--repeats`` alternated repeats).
 
+``figure`` -- the label-efficiency figure (``--figure``, by default
+``docs/_static/label_efficiency.png``) from the judge's rows under ``--out`` and the
+fine-tuning's: balanced accuracy against the fraction of labelled training images,
+one panel per data set, mean and standard deviation over seeds.
+
 The baseline's backbone features are computed once per data set (every candidate
 layer, raw pooled) and balanced per fold with :class:`sklearn_cae.pooling.BlockScaler`,
 which is what ``BackboneFeaturizer(layer=...)`` fitted on the same images returns; the
 CAE featurizers share a map cache, so only their corrupted views and the CAE training
-run per fold. Results: ``few_labels_<part>.json`` and ``.md`` under ``--out``.
+run per fold. Results: ``few_labels_<part>.json`` and ``.md`` under ``--out``; with
+``--merge`` a run's rows replace those of the same data set, fraction, seed (or fold)
+and method in them and keep the rest, so that data sets can run one at a time.
 
 Usage::
 
@@ -34,6 +41,9 @@ Usage::
     # the GPU run: CV on the full training splits, then the test-split judge
     python benchmarks/few_labels.py --parts cv,judge --device cuda \\
         --medmnist-root DIR --covid-root DIR
+    # one more data set beside the saved judge, then the figure
+    python benchmarks/few_labels.py --parts judge --datasets pneumoniamnist --merge
+    python benchmarks/few_labels.py --parts figure
     # a smoke run on a few images
     python benchmarks/few_labels.py --quick
 """
@@ -53,11 +63,13 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test
 from sklearn.svm import SVC
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import load_split, scores
+from accuracy_report import plot_label_efficiency
+from bench_common import load_split, merge_rows, scores
 
 from sklearn_cae.datasets import stratified_subset
 
 RESULTS = Path(__file__).resolve().parent / "results"
+FIGURE = Path(__file__).resolve().parents[1] / "docs" / "_static" / "label_efficiency.png"
 # Smallest first, so that a run cut short by a time limit has the most data sets.
 DATASETS = ("covid19_xray", "breastmnist", "retinamnist", "pneumoniamnist")
 #: The baseline's layer choices for inner CV: single stages and hierarchical lists.
@@ -79,6 +91,10 @@ CONFIGS = {
     "no views": {"corrupted_views": 0},
     "bottleneck 64": {"bottleneck": 64},
     "label smoothing": {"cae_params": {"label_smoothing": 0.2}},
+    # A head that cannot memorise the few labelled codes: L2 on its weights only.
+    "head weight decay": {
+        "cae_params": {"optimizer__param_groups": [("head.*", {"weight_decay": 1e-2})]}
+    },
 }
 FRACTIONS_CV = (0.1, 1.0)
 FRACTIONS_JUDGE = (1.0, 0.25, 0.1, 0.05)
@@ -86,7 +102,7 @@ FRACTIONS_JUDGE = (1.0, 0.25, 0.1, 0.05)
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="cv", help="comma-separated: cv, judge, cost")
+    parser.add_argument("--parts", default="cv", help="comma-separated: cv, judge, cost, figure")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="CAE configurations")
     parser.add_argument(
         "--judge-config",
@@ -106,6 +122,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--medmnist-root", default=os.environ.get("MEDMNIST_ROOT"))
     parser.add_argument("--covid-root", default=os.environ.get("COVID_ROOT"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the saved rows of other data sets"
+    )
+    parser.add_argument("--figure", type=Path, default=FIGURE, help="figure: the image")
     parser.add_argument("--quick", action="store_true", help="a few images, short training")
     return parser.parse_args(argv)
 
@@ -362,8 +382,64 @@ def markdown(rows: list[dict], title: str, finetune: dict) -> str:
             cells = ["-" if t is None else f"{t[0]:.3f} / {t[1]:.3f}" for t in tuned]
             lines.append("| fine-tuning (finetune.json) | " + " | ".join(cells) + " | | |")
         lines.append("")
+    if any("seed" in r for r in rows):  # the judge
+        lines += goals(rows, finetune)
     lines.append("Cells: balanced accuracy / ROC AUC, mean over folds or seeds.")
     return "\n".join(lines) + "\n"
+
+
+def goals(rows: list[dict], finetune: dict, method: str = "defaults") -> list[str]:
+    """Markdown lines: the judge's rows against issue 18's goals, one row per goal.
+
+    Differences are in points of balanced accuracy (ROC AUC), mean over seeds, of
+    ``method`` minus the inner-CV backbone on each data set.
+    """
+    lines = ["## Against the goals", "", "| goal | measured | met |", "|---|---|---|"]
+
+    def deltas(fraction):
+        part = [r for r in rows if r["fraction"] == fraction]
+        names = [d for d in DATASETS if any(r["dataset"] == d for r in part)]
+        return {
+            d: 100 * (np.array(_means(part, method, d)) - _means(part, "backbone (inner CV)", d))
+            for d in names
+            if any(r["method"] == method and r["dataset"] == d for r in part)
+        }
+
+    def cells(by_set, index):
+        return ", ".join(f"{d} {v[index]:+.1f}" for d, v in by_set.items())
+
+    full, few = deltas(1.0), deltas(0.1)
+    if full:
+        bacc = [v[0] for v in full.values()]
+        met = min(bacc) >= -0.3 and np.mean(bacc) >= 1 and all(v[1] >= 0 for v in full.values())
+        lines.append(
+            "| all labels: level (>= -0.3) on every set, >= +1 on average, AUC not lower | "
+            f"{cells(full, 0)}; mean {np.mean(bacc):+.1f}; AUC {cells(full, 1)} | {_yes(met)} |"
+        )
+    if few:
+        lines.append(
+            "| 10% labels: >= +3 on every set, AUC not lower | "
+            f"{cells(few, 0)}; AUC {cells(few, 1)} | "
+            f"{_yes(all(v[0] >= 3 and v[1] >= 0 for v in few.values()))} |"
+        )
+        part = [r for r in rows if r["fraction"] == 0.1]
+        ahead = {
+            d: 100 * (_means(part, method, d)[0] - finetune[(d, 0.1)][0])
+            for d in few
+            if (d, 0.1) in finetune
+        }
+        if ahead:
+            won = sum(v > 0 for v in ahead.values())
+            lines.append(
+                "| 10% labels: ahead of the fine-tuning on >= 3 of 4 sets | "
+                + ", ".join(f"{d} {v:+.1f}" for d, v in ahead.items())
+                + f" ({won} of {len(ahead)}) | {_yes(won >= 3)} |"
+            )
+    return [*lines, ""]
+
+
+def _yes(met: bool) -> str:
+    return "yes" if met else "**no**"
 
 
 def _means(rows, method, dataset) -> tuple[float, float]:
@@ -381,12 +457,17 @@ def main(argv=None) -> None:
     suffix = "_quick" if args.quick else ""
     with tempfile.TemporaryDirectory(prefix="few_labels_cache_") as cache:
         for part in args.parts.split(","):
+            if part == "figure":
+                judge = json.loads((args.out / f"few_labels_judge{suffix}.json").read_text())
+                efficiency_figure(judge["rows"], args.figure)
+                print(f"figure: {args.figure}", flush=True)
+                continue
             if part == "judge" and args.judge_config == "cv":
                 cv_rows = json.loads((args.out / f"few_labels_cv{suffix}.json").read_text())
                 args.judge_config = chosen_by_cv(cv_rows["rows"])
                 print(f"judge: {args.judge_config!r}, chosen by CV", flush=True)
             start = time.perf_counter()
-            rows = []
+            rows, saved = [], saved_rows(args, part, suffix)
             for name in args.datasets.split(","):
                 if part == "cv":
                     rows += run_cv(name, args, configs, cache)
@@ -397,14 +478,51 @@ def main(argv=None) -> None:
                 else:
                     raise SystemExit(f"unknown part {part!r}: choose cv, judge or cost")
                 # After each data set, so that a run cut short keeps what it did.
-                write(args, part, suffix, rows, time.perf_counter() - start)
+                write(args, part, suffix, rows, time.perf_counter() - start, saved)
             print(f"{part}: {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def write(args, part: str, suffix: str, rows: list[dict], seconds: float) -> None:
-    """``few_labels_<part><suffix>.{json,md}`` under ``args.out``."""
+def efficiency_figure(rows: list[dict], path: Path, finetune=RESULTS / "finetune.json") -> None:
+    """The judge's rows and the fine-tuning's as label-efficiency curves
+    (:func:`accuracy_report.plot_label_efficiency`), on the judge's data sets."""
+    names = {"backbone (inner CV)": "BackboneFeaturizer, layers by inner CV"}
+    curves = [
+        {**r, "method": names.get(r["method"], f"CAETransferFeaturizer ({r['method']})")}
+        for r in rows
+    ]
+    datasets = {r["dataset"] for r in rows}
+    if finetune.exists():
+        tuned = json.loads(finetune.read_text())["rows"]
+        curves += [
+            {**r, "method": "fine-tuning (finetune.py)"} for r in tuned if r["dataset"] in datasets
+        ]
+    order = {name: i for i, name in enumerate(DATASETS)}
+    curves.sort(key=lambda r: order.get(r["dataset"], len(order)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plot_label_efficiency([{**r, "label_efficiency": True} for r in curves], path)
+
+
+#: The columns that name a row of each part (``--merge`` replaces rows equal on them).
+ROW_KEYS = {"cv": ("dataset", "fraction", "fold", "method"), "cost": ("dataset", "repeat")}
+ROW_KEYS["judge"] = ("dataset", "fraction", "seed", "method")
+
+
+def saved_rows(args, part: str, suffix: str) -> dict | None:
+    """What ``few_labels_<part><suffix>.json`` holds, with ``--merge`` (else None)."""
+    path = args.out / f"few_labels_{part}{suffix}.json"
+    return json.loads(path.read_text()) if args.merge and path.exists() else None
+
+
+def write(
+    args, part: str, suffix: str, rows: list[dict], seconds: float, saved: dict | None = None
+) -> None:
+    """``few_labels_<part><suffix>.{json,md}`` under ``args.out``: ``rows``, merged into
+    the ``saved`` ones when given (:func:`saved_rows`)."""
     stem = args.out / f"few_labels_{part}{suffix}"
     settings = {k: str(v) for k, v in vars(args).items()}
+    if saved is not None:
+        rows = merge_rows(saved["rows"], rows, ROW_KEYS[part])
+        seconds += saved.get("seconds", 0.0)
     stem.with_suffix(".json").write_text(
         json.dumps({"settings": settings, "seconds": seconds, "rows": rows}, indent=1)
     )

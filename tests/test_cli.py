@@ -69,7 +69,7 @@ def test_help_lists_every_command(capsys):
                 *("--device", "--cache", "--quiet", "--verbose"),
             ],
         ),
-        ("demo", ["--dataset", "--folds"]),
+        ("demo", ["--dataset", "--folds", "--n-jobs"]),
     ],
 )
 def test_command_help_is_complete(capsys, command, expected):

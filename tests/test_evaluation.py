@@ -56,6 +56,22 @@ def test_cross_validate_methods_scores_like_cross_val_score(data, capsys):
     assert ", ROC AUC " in lines[0] and lines[0].endswith(" s)")
 
 
+def test_cross_validate_methods_in_parallel_scores_the_same_folds_in_order(data, capsys):
+    X, y = data
+    folds = stratified_folds(y, 4, random_state=0)
+    methods = {"logistic": LogisticRegression()}
+    score = fit_and_score(X, y, {"ROC AUC": get_scorer("roc_auc")})
+    [one_by_one] = cross_validate_methods(methods, folds, score)
+    sequential_lines = capsys.readouterr().err.splitlines()
+    [parallel] = cross_validate_methods(methods, folds, score, n_jobs=2)
+    parallel_lines = capsys.readouterr().err.splitlines()
+    np.testing.assert_array_equal(parallel.scores["ROC AUC"], one_by_one.scores["ROC AUC"])
+    # The same progress lines, fold by fold, but for the seconds each took.
+    assert [line.rsplit(" (", 1)[0] for line in parallel_lines] == [
+        line.rsplit(" (", 1)[0] for line in sequential_lines
+    ]
+
+
 def test_fit_and_score_takes_rows_of_a_list_of_paths():
     """The CLI's DATA may be a list of image paths: rows are taken as a list."""
     seen = []

@@ -66,3 +66,77 @@ def test_quick_judge_writes_its_tables(few_labels, medmnist_root, covid_root, tm
     assert all(0 <= r["bacc"] <= 1 and 0 <= r["auc"] <= 1 for r in rows)
     table = (tmp_path / "few_labels_judge_quick.md").read_text()
     assert "## 25% of the labels" in table and "| defaults |" in table
+
+
+def _judge_rows(dataset, bacc):
+    return [
+        {"dataset": dataset, "fraction": f, "seed": s, "method": m, "acc": bacc, "bacc": bacc}
+        | {"auc": 0.5 + bacc / 2}
+        for f in (1.0, 0.1)
+        for s in (0, 1)
+        for m in ("backbone (inner CV)", "defaults")
+    ]
+
+
+def test_merge_keeps_the_other_data_sets_and_replaces_reruns(few_labels, tmp_path):
+    args = few_labels.parse_args(["--out", str(tmp_path), "--merge"])
+    assert few_labels.saved_rows(args, "judge", "") is None
+    few_labels.write(args, "judge", "", _judge_rows("breastmnist", 0.6), 10.0)
+    saved = few_labels.saved_rows(args, "judge", "")
+    rerun = _judge_rows("breastmnist", 0.7)[:2] + _judge_rows("retinamnist", 0.4)
+    few_labels.write(args, "judge", "", rerun, 5.0, saved)
+    merged = json.loads((tmp_path / "few_labels_judge.json").read_text())
+    assert merged["seconds"] == 15.0
+    breast = [r for r in merged["rows"] if r["dataset"] == "breastmnist"]
+    assert len(breast) == 8 and len(merged["rows"]) == 16
+    assert sorted(r["bacc"] for r in breast) == [0.6] * 6 + [0.7] * 2
+    assert "retinamnist" in (tmp_path / "few_labels_judge.md").read_text()
+
+
+def test_figure_plots_every_method_and_the_fine_tuning(few_labels, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    plotted = []
+    monkeypatch.setattr(
+        few_labels, "plot_label_efficiency", lambda rows, path: plotted.extend(rows)
+    )
+    tuned = tmp_path / "finetune.json"
+    tuned.write_text(json.dumps({"rows": _judge_rows("breastmnist", 0.65)[:1]}))
+    rows = _judge_rows("breastmnist", 0.6) + _judge_rows("retinamnist", 0.4)
+    few_labels.efficiency_figure(rows, tmp_path / "figure.png", finetune=tuned)
+    assert all(r["label_efficiency"] for r in plotted)
+    assert {r["method"] for r in plotted} == {
+        "BackboneFeaturizer, layers by inner CV",
+        "CAETransferFeaturizer (defaults)",
+        "fine-tuning (finetune.py)",
+    }
+    assert [r["dataset"] for r in plotted][-1] == "retinamnist"  # DATASETS' order
+
+
+def test_figure_part_writes_the_image(few_labels, tmp_path):
+    pytest.importorskip("matplotlib")
+    args = few_labels.parse_args(["--out", str(tmp_path)])
+    few_labels.write(args, "judge", "", _judge_rows("breastmnist", 0.6), 1.0)
+    figure = tmp_path / "efficiency.png"
+    few_labels.main(["--parts", "figure", "--out", str(tmp_path), "--figure", str(figure)])
+    assert figure.read_bytes().startswith(b"\x89PNG")
+
+
+def test_goals_say_met_only_when_every_set_clears_its_margin(few_labels):
+    def rows(cae_bacc_by_set):
+        out = []
+        for dataset, cae_bacc in cae_bacc_by_set.items():
+            for method, bacc in (("backbone (inner CV)", 0.70), ("defaults", cae_bacc)):
+                out.append(
+                    {"dataset": dataset, "fraction": 0.1, "seed": 0, "method": method}
+                    | {"bacc": bacc, "auc": 0.8}
+                )
+        return out
+
+    finetune = {("breastmnist", 0.1): (0.72, 0.8), ("retinamnist", 0.1): (0.75, 0.8)}
+    met = few_labels.goals(rows({"breastmnist": 0.74, "retinamnist": 0.731}), finetune)
+    assert "| 10% labels: >= +3 on every set, AUC not lower | " in met[4]
+    assert met[4].endswith("| yes |") and "retinamnist +3.1" in met[4]
+    # ahead of the fine-tuning on one set of two: not 3 of 4
+    assert "(1 of 2) | **no** |" in met[5]
+    missed = few_labels.goals(rows({"breastmnist": 0.74, "retinamnist": 0.72}), finetune)
+    assert missed[4].endswith("| **no** |")

@@ -52,6 +52,11 @@ def non_negative_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 0, "an integer >= 0")
 
 
+def n_jobs(text: str) -> int:
+    """joblib's ``n_jobs``: processes, or -1 for one per core (-2: all cores but one)."""
+    return _number(text, int, lambda v: v != 0, "a non-zero integer (-1: every core)")
+
+
 def _finite_non_negative(value: float) -> bool:
     return 0 <= value < float("inf")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import folds
+from ._options import folds, n_jobs
 
 NAME = "demo"
 
@@ -18,9 +18,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dataset", default="breastmnist", help="MedMNIST 2-D data set")
     parser.add_argument("--folds", type=folds, default=5, help="folds (default: %(default)s)")
+    parser.add_argument(
+        "--n-jobs",
+        type=n_jobs,
+        default=-1,
+        help="folds run at once, -1 for one per CPU core (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     from ..demo import run_demo
 
-    run_demo(args.dataset, n_splits=args.folds)
+    run_demo(args.dataset, n_splits=args.folds, n_jobs=args.n_jobs)
