@@ -217,19 +217,7 @@ def one_split(X, y, train, test, fraction, seed, configs, args, cache, blocks, c
     """
     y_semi = semi_labels(y[train], fraction, seed)
     labelled = np.flatnonzero(y_semi != -1)
-    rows = []
-    start = time.perf_counter()
-    # All labels: every seed labels the same images, so the choice is made once.
-    key = (train.tobytes(), labelled.tobytes())
-    if key not in choices:
-        choices[key] = inner_cv_layers(
-            blocks, train, train[labelled], y[train][labelled], args.n_jobs
-        )
-    choice = choices[key]
-    F = balanced(blocks, CANDIDATE_LAYERS[choice], train)
-    result = evaluate(F[train][labelled], y[train][labelled], F[test], y[test])
-    rows.append({"method": "backbone (inner CV)", "layers": choice, **result})
-    rows[-1]["seconds"] = time.perf_counter() - start
+    rows = baseline_rows(blocks, y, train, test, labelled, choices, args.n_jobs)
     done = {}  # configurations that fit the same featurizer here share its scores
     for name in configs:
         start = time.perf_counter()
@@ -239,6 +227,32 @@ def one_split(X, y, train, test, fraction, seed, configs, args, cache, blocks, c
             result = evaluate(F_train[labelled], y[train][labelled], F_test, y[test])
             done[key] = {**result, "seconds": time.perf_counter() - start}
         rows.append({"method": name, **done[key]})
+    return rows
+
+
+#: The layers of ``BackboneFeaturizer()`` (EfficientNet-Lite0's ``hierarchical_layers``).
+DEFAULT_LAYERS = "blocks.4+6"
+
+
+def baseline_rows(blocks, y, train, test, labelled, choices, n_jobs: int = 1) -> list[dict]:
+    """The baselines' rows: ``BackboneFeaturizer`` with its layers chosen by inner CV on
+    the labelled training rows (``choices`` caches the choice by labelled images), and
+    ``BackboneFeaturizer()`` at its default layers."""
+    rows = []
+    start = time.perf_counter()
+    # All labels: every seed labels the same images, so the choice is made once.
+    key = (train.tobytes(), labelled.tobytes())
+    if key not in choices:
+        choices[key] = inner_cv_layers(blocks, train, train[labelled], y[train][labelled], n_jobs)
+    for method, choice in (
+        ("backbone (inner CV)", choices[key]),
+        ("backbone (default layers)", DEFAULT_LAYERS),
+    ):
+        F = balanced(blocks, CANDIDATE_LAYERS[choice], train)
+        result = evaluate(F[train][labelled], y[train][labelled], F[test], y[test])
+        rows.append({"method": method, "layers": choice, **result})
+        rows[-1]["seconds"] = time.perf_counter() - start
+        start = time.perf_counter()
     return rows
 
 
@@ -365,6 +379,7 @@ def markdown(rows: list[dict], title: str, finetune: dict) -> str:
         part = [r for r in rows if r["fraction"] == fraction]
         names = [d for d in DATASETS if any(r["dataset"] == d for r in part)]
         methods = list(dict.fromkeys(r["method"] for r in part))
+        methods.sort(key=lambda m: not m.startswith("backbone"))  # the baselines first
         lines += [f"## {fraction:.0%} of the labels", ""]
         lines += ["| method | " + " | ".join(names) + " | mean Δ bacc | mean Δ AUC |"]
         lines += ["|---" * (len(names) + 3) + "|"]
@@ -372,19 +387,26 @@ def markdown(rows: list[dict], title: str, finetune: dict) -> str:
         for method in methods:
             cells, deltas = [], []
             for d in names:
+                if not any(r["method"] == method and r["dataset"] == d for r in part):
+                    cells.append("-")  # not run on this data set
+                    continue
                 bacc, auc = _means(part, method, d)
                 cells.append(f"{bacc:.3f} / {auc:.3f}")
                 deltas.append((bacc - base[d][0], auc - base[d][1]))
             db, da = np.mean(deltas, axis=0) * 100
             lines.append(f"| {method} | " + " | ".join(cells) + f" | {db:+.1f} | {da:+.1f} |")
-        tuned = [finetune.get((d, round(fraction, 2))) for d in names]
+        judge = any("seed" in r for r in rows)  # fine-tuning scores are test-split scores
+        tuned = [finetune.get((d, round(fraction, 2))) for d in names] if judge else []
         if any(t is not None for t in tuned):
             cells = ["-" if t is None else f"{t[0]:.3f} / {t[1]:.3f}" for t in tuned]
             lines.append("| fine-tuning (finetune.json) | " + " | ".join(cells) + " | | |")
         lines.append("")
     if any("seed" in r for r in rows):  # the judge
         lines += goals(rows, finetune)
-    lines.append("Cells: balanced accuracy / ROC AUC, mean over folds or seeds.")
+    lines.append(
+        "Cells: balanced accuracy / ROC AUC, mean over folds or seeds; mean Δ: against the "
+        "backbone, over the data sets the method ran on."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -485,7 +507,10 @@ def main(argv=None) -> None:
 def efficiency_figure(rows: list[dict], path: Path, finetune=RESULTS / "finetune.json") -> None:
     """The judge's rows and the fine-tuning's as label-efficiency curves
     (:func:`accuracy_report.plot_label_efficiency`), on the judge's data sets."""
-    names = {"backbone (inner CV)": "BackboneFeaturizer, layers by inner CV"}
+    names = {
+        "backbone (inner CV)": "BackboneFeaturizer, layers by inner CV",
+        "backbone (default layers)": "BackboneFeaturizer()",
+    }
     curves = [
         {**r, "method": names.get(r["method"], f"CAETransferFeaturizer ({r['method']})")}
         for r in rows

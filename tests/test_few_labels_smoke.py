@@ -35,6 +35,13 @@ def test_the_baseline_blocks_are_what_backbone_featurizer_returns(few_labels):
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_the_default_layers_baseline_is_backbone_featurizers_default(few_labels):
+    from sklearn_cae.backbones import hierarchical_layers
+
+    default = few_labels.CANDIDATE_LAYERS[few_labels.DEFAULT_LAYERS]
+    assert default == hierarchical_layers("efficientnet_lite0")
+
+
 def test_configurations_resolve_as_fit_resolves_supervision(few_labels):
     resolved = few_labels.resolved
     assert resolved({}, 0.1) == resolved({"supervision": 1.0}, 0.1)
@@ -62,7 +69,8 @@ def test_quick_judge_writes_its_tables(few_labels, medmnist_root, covid_root, tm
     data = ["--medmnist-root", str(medmnist_root), "--covid-root", str(covid_root)]
     few_labels.main([*run, "--datasets", "breastmnist", *data, "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "few_labels_judge_quick.json").read_text())["rows"]
-    assert {r["method"] for r in rows} == {"backbone (inner CV)", "defaults"}
+    methods = {"backbone (inner CV)", "backbone (default layers)", "defaults"}
+    assert {r["method"] for r in rows} == methods
     assert all(0 <= r["bacc"] <= 1 and 0 <= r["auc"] <= 1 for r in rows)
     table = (tmp_path / "few_labels_judge_quick.md").read_text()
     assert "## 25% of the labels" in table and "| defaults |" in table
@@ -102,10 +110,12 @@ def test_figure_plots_every_method_and_the_fine_tuning(few_labels, tmp_path, mon
     tuned = tmp_path / "finetune.json"
     tuned.write_text(json.dumps({"rows": _judge_rows("breastmnist", 0.65)[:1]}))
     rows = _judge_rows("breastmnist", 0.6) + _judge_rows("retinamnist", 0.4)
+    rows.append({**rows[0], "method": "backbone (default layers)"})
     few_labels.efficiency_figure(rows, tmp_path / "figure.png", finetune=tuned)
     assert all(r["label_efficiency"] for r in plotted)
     assert {r["method"] for r in plotted} == {
         "BackboneFeaturizer, layers by inner CV",
+        "BackboneFeaturizer()",
         "CAETransferFeaturizer (defaults)",
         "fine-tuning (finetune.py)",
     }
@@ -140,3 +150,16 @@ def test_goals_say_met_only_when_every_set_clears_its_margin(few_labels):
     assert "(1 of 2) | **no** |" in met[5]
     missed = few_labels.goals(rows({"breastmnist": 0.74, "retinamnist": 0.72}), finetune)
     assert missed[4].endswith("| **no** |")
+
+
+def test_a_configuration_not_run_on_a_data_set_is_a_dash_not_nan(few_labels):
+    rows = [
+        {"dataset": d, "fraction": 0.1, "fold": 0, "method": m, "bacc": 0.6, "auc": 0.7}
+        for d in ("breastmnist", "retinamnist")
+        for m in ("backbone (inner CV)", "defaults")
+    ]
+    rows.append({**rows[-1], "method": "label smoothing", "bacc": 0.65})
+    table = few_labels.markdown(rows, "cv", finetune={("breastmnist", 0.1): (0.9, 0.9)})
+    assert "nan" not in table
+    assert "| label smoothing | - | 0.650 / 0.700 | +5.0 | +0.0 |" in table
+    assert "fine-tuning" not in table  # test-split scores have no place in a CV table
