@@ -1,7 +1,7 @@
 """Few labels, many images: the featurizers' defaults against the best frozen features.
 
-Two parts, both on the four shared data sets (BreastMNIST, PneumoniaMNIST, RetinaMNIST,
-COVID-19 X-ray):
+Four parts (``--parts``), on the four shared data sets (BreastMNIST, PneumoniaMNIST,
+RetinaMNIST, COVID-19 X-ray):
 
 ``cv`` -- the screening, on the **training splits only**: 5 stratified folds (seed 0);
 in each, the labelled images ``L`` are all of the training fold (fraction 1) or a
@@ -10,8 +10,8 @@ fitted on every image of the training fold, with ``y == -1`` for the unlabelled 
 and ``SVC(class_weight="balanced")`` on its features of ``L`` (no scaler: the
 featurizers balance their blocks themselves). The baseline is ``BackboneFeaturizer``
 with its layer or layer list chosen by inner CV on ``L`` (:data:`CANDIDATE_LAYERS`),
-fitted on the same images, with the same SVC. Balanced accuracy and ROC AUC on the
-held-out fold.
+fitted on the same images, with the same SVC; beside it, ``BackboneFeaturizer()`` at
+its default layers. Balanced accuracy and ROC AUC on the held-out fold.
 
 ``judge`` -- for the configuration chosen by CV (``--judge-config``): the same, but
 fitted on the whole training split and scored on its test split (COVID-19: its ``val``
@@ -498,7 +498,7 @@ def main(argv=None) -> None:
                 elif part == "cost":
                     rows += run_cost(name, args)
                 else:
-                    raise SystemExit(f"unknown part {part!r}: choose cv, judge or cost")
+                    raise SystemExit(f"unknown part {part!r}: choose cv, judge, cost or figure")
                 # After each data set, so that a run cut short keeps what it did.
                 write(args, part, suffix, rows, time.perf_counter() - start, saved)
             print(f"{part}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -528,8 +528,11 @@ def efficiency_figure(rows: list[dict], path: Path, finetune=RESULTS / "finetune
 
 
 #: The columns that name a row of each part (``--merge`` replaces rows equal on them).
-ROW_KEYS = {"cv": ("dataset", "fraction", "fold", "method"), "cost": ("dataset", "repeat")}
-ROW_KEYS["judge"] = ("dataset", "fraction", "seed", "method")
+ROW_KEYS = {
+    "cv": ("dataset", "fraction", "fold", "method"),
+    "judge": ("dataset", "fraction", "seed", "method"),
+    "cost": ("dataset", "repeat"),
+}
 
 
 def saved_rows(args, part: str, suffix: str) -> dict | None:
