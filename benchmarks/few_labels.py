@@ -114,6 +114,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fractions", default=None, help="label fractions (part's default)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the judge")
     parser.add_argument(
+        "--first-seed", type=int, default=0, help="judge: seeds FIRST_SEED, FIRST_SEED + 1, ..."
+    )
+    parser.add_argument(
         "--subsample", type=int, default=None, help="cv: at most N training images a data set"
     )
     parser.add_argument("--device", default="cpu")
@@ -302,7 +305,7 @@ def run_judge(name: str, args, cache) -> list[dict]:
     train, test = np.arange(len(y_train)), np.arange(len(y_train), len(y))
     blocks, choices = raw_backbone_blocks(X, args), {}
     rows = []
-    for seed in range(1 if args.quick else args.seeds):
+    for seed in range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds)):
         for fraction in fractions(args, FRACTIONS_JUDGE):
             split_rows = one_split(
                 X, y, train, test, fraction, seed, [args.judge_config], args, cache, blocks, choices

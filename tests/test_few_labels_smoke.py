@@ -163,3 +163,20 @@ def test_a_configuration_not_run_on_a_data_set_is_a_dash_not_nan(few_labels):
     assert "nan" not in table
     assert "| label smoothing | - | 0.650 / 0.700 | +5.0 | +0.0 |" in table
     assert "fine-tuning" not in table  # test-split scores have no place in a CV table
+
+
+def test_the_judge_runs_the_seeds_from_first_seed_on(few_labels, monkeypatch):
+    seen = []
+    y = np.array([0, 1] * 4)
+    monkeypatch.setattr(few_labels, "load", lambda name, split, args: (np.zeros((8, 4, 4)), y))
+    monkeypatch.setattr(few_labels, "raw_backbone_blocks", lambda X, args: {})
+
+    def one_split(X, y, train, test, fraction, seed, *rest):
+        seen.append((fraction, seed))
+        return [{"method": "defaults", "bacc": 0.5, "auc": 0.5}]
+
+    monkeypatch.setattr(few_labels, "one_split", one_split)
+    args = few_labels.parse_args(["--seeds", "2", "--first-seed", "3", "--fractions", "0.1"])
+    rows = few_labels.run_judge("breastmnist", args, cache=None)
+    assert seen == [(0.1, 3), (0.1, 4)]
+    assert [r["seed"] for r in rows] == [3, 4]
