@@ -32,7 +32,9 @@ which is what ``BackboneFeaturizer(layer=...)`` fitted on the same images return
 CAE featurizers share a map cache, so only their corrupted views and the CAE training
 run per fold. Results: ``few_labels_<part>.json`` and ``.md`` under ``--out``; with
 ``--merge`` a run's rows replace those of the same data set, fraction, seed (or fold)
-and method in them and keep the rest, so that data sets can run one at a time.
+and method in them and keep the rest, so that data sets can run one at a time. The
+script exits with status 1 when the saved judge or cost rows miss one of issue 18's
+goals (:func:`missed_goals`), after writing them.
 
 Usage::
 
@@ -413,13 +415,13 @@ def markdown(rows: list[dict], title: str, finetune: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def goals(rows: list[dict], finetune: dict, method: str = "defaults") -> list[str]:
-    """Markdown lines: the judge's rows against issue 18's goals, one row per goal.
+def goal_rows(rows: list[dict], finetune: dict, method: str = "defaults") -> list[tuple]:
+    """The judge's rows against issue 18's goals: ``(goal, measured, met)`` per goal.
 
     Differences are in points of balanced accuracy (ROC AUC), mean over seeds, of
-    ``method`` minus the inner-CV backbone on each data set.
+    ``method`` minus the inner-CV backbone on each data set. Goals whose label fraction
+    the rows lack are left out.
     """
-    lines = ["## Against the goals", "", "| goal | measured | met |", "|---|---|---|"]
 
     def deltas(fraction):
         part = [r for r in rows if r["fraction"] == fraction]
@@ -433,19 +435,24 @@ def goals(rows: list[dict], finetune: dict, method: str = "defaults") -> list[st
     def cells(by_set, index):
         return ", ".join(f"{d} {v[index]:+.1f}" for d, v in by_set.items())
 
+    out = []
     full, few = deltas(1.0), deltas(0.1)
     if full:
         bacc = [v[0] for v in full.values()]
-        met = min(bacc) >= -0.3 and np.mean(bacc) >= 1 and all(v[1] >= 0 for v in full.values())
-        lines.append(
-            "| all labels: level (>= -0.3) on every set, >= +1 on average, AUC not lower | "
-            f"{cells(full, 0)}; mean {np.mean(bacc):+.1f}; AUC {cells(full, 1)} | {_yes(met)} |"
+        out.append(
+            (
+                "all labels: level (>= -0.3) on every set, >= +1 on average, AUC not lower",
+                f"{cells(full, 0)}; mean {np.mean(bacc):+.1f}; AUC {cells(full, 1)}",
+                min(bacc) >= -0.3 and np.mean(bacc) >= 1 and all(v[1] >= 0 for v in full.values()),
+            )
         )
     if few:
-        lines.append(
-            "| 10% labels: >= +3 on every set, AUC not lower | "
-            f"{cells(few, 0)}; AUC {cells(few, 1)} | "
-            f"{_yes(all(v[0] >= 3 and v[1] >= 0 for v in few.values()))} |"
+        out.append(
+            (
+                "10% labels: >= +3 on every set, AUC not lower",
+                f"{cells(few, 0)}; AUC {cells(few, 1)}",
+                all(v[0] >= 3 and v[1] >= 0 for v in few.values()),
+            )
         )
         part = [r for r in rows if r["fraction"] == 0.1]
         ahead = {
@@ -455,16 +462,39 @@ def goals(rows: list[dict], finetune: dict, method: str = "defaults") -> list[st
         }
         if ahead:
             won = sum(v > 0 for v in ahead.values())
-            lines.append(
-                "| 10% labels: ahead of the fine-tuning on >= 3 of 4 sets | "
-                + ", ".join(f"{d} {v:+.1f}" for d, v in ahead.items())
-                + f" ({won} of {len(ahead)}) | {_yes(won >= 3)} |"
+            measured = ", ".join(f"{d} {v:+.1f}" for d, v in ahead.items())
+            out.append(
+                (
+                    "10% labels: ahead of the fine-tuning on >= 3 of 4 sets",
+                    f"{measured} ({won} of {len(ahead)})",
+                    won >= 3,
+                )
             )
+    return out
+
+
+def goals(rows: list[dict], finetune: dict, method: str = "defaults") -> list[str]:
+    """Markdown lines: :func:`goal_rows` as a table."""
+    lines = ["## Against the goals", "", "| goal | measured | met |", "|---|---|---|"]
+    for goal, measured, met in goal_rows(rows, finetune, method):
+        lines.append(f"| {goal} | {measured} | {'yes' if met else '**no**'} |")
     return [*lines, ""]
 
 
-def _yes(met: bool) -> str:
-    return "yes" if met else "**no**"
+#: The cost goal: ``fit_transform`` of the CAE defaults at most this many times the
+#: backbone's (median wall-time ratio).
+MAX_COST_RATIO = 4.0
+
+
+def missed_goals(part: str, rows: list[dict]) -> list[str]:
+    """The goals a part's saved rows miss (the judge's and the cost's; none for cv)."""
+    if part == "judge":
+        return [goal for goal, _, met in goal_rows(rows, finetune_reference()) if not met]
+    if part == "cost" and rows:
+        ratio = float(np.median([r["ratio"] for r in rows]))
+        if ratio > MAX_COST_RATIO:
+            return [f"cost: median wall-time ratio {ratio:.2f} > {MAX_COST_RATIO}"]
+    return []
 
 
 def _means(rows, method, dataset) -> tuple[float, float]:
@@ -480,6 +510,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
+    missed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="few_labels_cache_") as cache:
         for part in args.parts.split(","):
             if part == "figure":
@@ -505,6 +536,12 @@ def main(argv=None) -> None:
                 # After each data set, so that a run cut short keeps what it did.
                 write(args, part, suffix, rows, time.perf_counter() - start, saved)
             print(f"{part}: {time.perf_counter() - start:.0f} s", flush=True)
+            written = json.loads((args.out / f"few_labels_{part}{suffix}.json").read_text())
+            missed += missed_goals(part, written["rows"])
+    for goal in missed:
+        print(f"goal missed: {goal}", flush=True)
+    if missed and not args.quick:  # a smoke run measures nothing
+        raise SystemExit(1)
 
 
 def efficiency_figure(rows: list[dict], path: Path, finetune=RESULTS / "finetune.json") -> None:

@@ -180,3 +180,22 @@ def test_the_judge_runs_the_seeds_from_first_seed_on(few_labels, monkeypatch):
     rows = few_labels.run_judge("breastmnist", args, cache=None)
     assert seen == [(0.1, 3), (0.1, 4)]
     assert [r["seed"] for r in rows] == [3, 4]
+
+
+def test_a_missed_goal_is_named_and_ends_the_run_with_status_1(few_labels, tmp_path, monkeypatch):
+    cost = {"dataset": "breastmnist", "n_images": 8, "backbone": 1.0, "backbone_cpu": 1.0}
+    slow = [{**cost, "repeat": 0, "cae": 5.0, "cae_cpu": 4.0, "ratio": 5.0, "cpu_ratio": 4.0}]
+    assert few_labels.missed_goals("cost", slow) == ["cost: median wall-time ratio 5.00 > 4.0"]
+    assert few_labels.missed_goals("cost", [{**slow[0], "ratio": 3.0}]) == []
+    assert few_labels.missed_goals("cv", _judge_rows("breastmnist", 0.6)) == []
+    # The judge's rows: "defaults" level with the backbone everywhere misses +1 and +3.
+    missed = few_labels.missed_goals("judge", _judge_rows("breastmnist", 0.6))
+    assert missed[:2] == [
+        "all labels: level (>= -0.3) on every set, >= +1 on average, AUC not lower",
+        "10% labels: >= +3 on every set, AUC not lower",
+    ]
+    monkeypatch.setattr(few_labels, "run_cost", lambda name, args: slow)
+    with pytest.raises(SystemExit) as exit_info:
+        few_labels.main(["--parts", "cost", "--datasets", "breastmnist", "--out", str(tmp_path)])
+    assert exit_info.value.code == 1
+    assert (tmp_path / "few_labels_cost.json").exists()  # written before the exit
