@@ -66,9 +66,9 @@ from sklearn.svm import SVC
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy_report import plot_label_efficiency
-from bench_common import load_split, merge_rows, scores
+from bench_common import load_split, merge_rows, scores, verdict_table
 
-from sklearn_cae.datasets import stratified_subset
+from sklearn_cae.semi_supervised import hide_labels
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "_static" / "label_efficiency.png"
@@ -148,11 +148,8 @@ def load(name: str, split: str, args, limit: int | None = None) -> tuple[np.ndar
 
 
 def semi_labels(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """``y`` with ``-1`` outside a stratified ``fraction`` of it (``stratified_subset``)."""
-    out = np.full(len(y), -1, dtype=np.int64)
-    keep = stratified_subset(y, fraction, random_state=seed)
-    out[keep] = y[keep]
-    return out
+    """``y`` with ``-1`` outside a stratified ``fraction`` of it (``hide_labels``)."""
+    return hide_labels(y, fraction, random_state=seed)
 
 
 # -------------------------------------------------------------------------- baseline
@@ -475,10 +472,8 @@ def goal_rows(rows: list[dict], finetune: dict, method: str = "defaults") -> lis
 
 def goals(rows: list[dict], finetune: dict, method: str = "defaults") -> list[str]:
     """Markdown lines: :func:`goal_rows` as a table."""
-    lines = ["## Against the goals", "", "| goal | measured | met |", "|---|---|---|"]
-    for goal, measured, met in goal_rows(rows, finetune, method):
-        lines.append(f"| {goal} | {measured} | {'yes' if met else '**no**'} |")
-    return [*lines, ""]
+    table = verdict_table(goal_rows(rows, finetune, method))
+    return ["## Against the goals", "", *table.splitlines(), ""]
 
 
 #: The cost goal: ``fit_transform`` of the CAE defaults at most this many times the

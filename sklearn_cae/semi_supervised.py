@@ -393,7 +393,7 @@ def make_pipeline(*steps, memory=None, transform_input=None, verbose: bool = Fal
 
 def _learns_unlabelled_as_class(estimator) -> bool:
     """Whether ``estimator`` is a classifier that would take ``-1`` for a class."""
-    if estimator in (None, "passthrough") or isinstance(estimator, str):
+    if estimator is None or isinstance(estimator, str):  # None, "passthrough"
         return False
     return is_classifier(estimator) and not isinstance(estimator, (*_SEMI_SUPERVISED, LabelledOnly))
 
@@ -519,20 +519,8 @@ class LabelledStratifiedKFold(BaseCrossValidator):
         for train, test in folds.split(np.zeros((len(keep), 1)), labels):
             yield np.sort(np.concatenate([keep[train], unlabelled])), keep[test]
 
-    def _iter_test_indices(self, X=None, y=None, groups=None):
-        for _, test in self.split(X, y, groups):
-            yield test
-
 
 # --------------------------------------------------------- the few-label protocol
-@validate_params(
-    {
-        "y": ["array-like"],
-        "labelled_fraction": [Interval(Real, 0, 1, closed="right")],
-        "random_state": [Interval(Integral, 0, None, closed="left")],
-    },
-    prefer_skip_nested_validation=True,
-)
 def _with_room_for_the_marker(y: np.ndarray) -> np.ndarray:
     """A copy of ``y`` that can hold :data:`UNLABELLED`: ints and floats stay numeric,
     other labels (strings) become an object array."""
@@ -541,6 +529,14 @@ def _with_room_for_the_marker(y: np.ndarray) -> np.ndarray:
     return y.copy() if y.dtype.kind == "f" else y.astype(object)
 
 
+@validate_params(
+    {
+        "y": ["array-like"],
+        "labelled_fraction": [Interval(Real, 0, 1, closed="right")],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def hide_labels(y, labelled_fraction: float, random_state: int = 0) -> np.ndarray:
     """``y`` with all but a stratified ``labelled_fraction`` of the labels set to ``-1``.
 

@@ -309,3 +309,17 @@ def test_load_and_append_unlabelled_images(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no image files"):
         load_unlabelled(tmp_path / "empty")
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [({"labelled_fraction": 5.0}, "labelled_fraction"), ({"random_state": -3}, "random_state")],
+)
+def test_hide_labels_validates_its_own_parameters(kwargs, word):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from sklearn_cae.semi_supervised import hide_labels
+
+    arguments = {"labelled_fraction": 0.5, "random_state": 0, **kwargs}
+    with pytest.raises(InvalidParameterError, match=f"'{word}' parameter of hide_labels"):
+        hide_labels([0, 0, 1, 1], **arguments)

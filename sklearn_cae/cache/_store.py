@@ -271,12 +271,6 @@ class ShardStore:
                 ]
         self._write_rows("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)", rows)
 
-    def rebuild(self) -> None:
-        """Forget the index and rebuild it from the shards."""
-        with self.lock:
-            self._reset_index()
-            self._connect(create=True)
-
     # ------------------------------------------------------------------ reads
     def locate(self, model: str, keys: Sequence[str]) -> dict[str, tuple[str, int, int]]:
         """``{key: (shard, offset, size)}`` of the keys the index holds."""
