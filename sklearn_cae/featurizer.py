@@ -30,6 +30,7 @@ from ._param_validation import (
 from ._state import featurizer_state, restore_featurizer_state
 from .backbones import (
     DEFAULT_BACKBONE,
+    TappedBackbone,
     available_layers,
     default_layer,
     hierarchical_layers,
@@ -263,13 +264,14 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
             yield raw, normalize_batch(scaled, self.input_mean_, self.input_std_)
 
     def _iter_maps(
-        self, images: ImageSource, device: torch.device, *, corrupt_batch=None
+        self, images: ImageSource, device: torch.device, *, corrupt_batch=None, backbone=None
     ) -> Iterator[list[torch.Tensor]]:
         """Yield the tapped maps (float32, on ``device``) batch by batch.
 
-        ``corrupt_batch`` is passed to :meth:`_iter_batches`.
+        ``corrupt_batch`` is passed to :meth:`_iter_batches`; ``backbone`` (default:
+        ``backbone_``) may tap fewer layers.
         """
-        backbone = self.backbone_.to(device)
+        backbone = (self.backbone_ if backbone is None else backbone).to(device)
         for _, batch in self._iter_batches(images, device, corrupt_batch=corrupt_batch):
             with torch.inference_mode(), autocast(device):
                 maps = backbone(batch)
@@ -976,10 +978,17 @@ class CAETransferFeaturizer(_BackboneFeaturizerBase):
             for shape in self.map_shapes_[: len(self.code_layers_)]
         ]
         generator = torch.Generator().manual_seed(seed)
+        # The views feed the CAEs only: stop the backbone at the deepest CAE layer.
+        backbone = self.backbone_
+        if isinstance(backbone, TappedBackbone):
+            backbone = backbone.up_to(self.code_layers_)
         for view in range(self.corrupted_views):
             start = 0
             for batch_maps in self._iter_maps(
-                images, device, corrupt_batch=lambda scaled: corrupt(scaled, generator)
+                images,
+                device,
+                corrupt_batch=lambda scaled: corrupt(scaled, generator),
+                backbone=backbone,
             ):
                 stop = start + len(batch_maps[0])
                 for i, layer_maps in enumerate(batch_maps[: len(views)]):

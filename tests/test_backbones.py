@@ -277,3 +277,17 @@ def test_hub_repo_without_config_offline_says_what_to_fetch(monkeypatch):
     monkeypatch.setenv("SKLEARN_CAE_OFFLINE", "1")
     with pytest.raises(BackboneWeightsUnavailable, match=r"resolve/main/config\.json.*local-dir:"):
         available_layers("hf-hub:some-lab/not-cached-anywhere")
+
+
+def test_up_to_stops_at_the_deepest_of_fewer_taps_and_shares_the_stages():
+    from sklearn_cae.backbones import TappedBackbone
+
+    torch.manual_seed(0)
+    stages = [(f"s{i}", torch.nn.Conv2d(3, 3, 3, padding=1)) for i in range(4)]
+    full = TappedBackbone(stages, ["s1", "s3"]).eval()
+    shallow = full.up_to(["s1"])
+    assert shallow.stage_names == ["s0", "s1"]
+    assert all(a is b for a, b in zip(shallow.stages, full.stages[:2], strict=False))
+    x = torch.randn(2, 3, 8, 8)
+    with torch.inference_mode():
+        torch.testing.assert_close(shallow(x)[0], full(x)[0])

@@ -86,6 +86,12 @@ class TappedBackbone(nn.Module):
         self.layout = layout
         self.patch_size = int(patch_size)
 
+    def up_to(self, taps: list[str]) -> TappedBackbone:
+        """A backbone tapping only ``taps`` that shares this one's stages (no copy), so
+        that it stops at the deepest of them."""
+        stages = list(zip(self.stage_names, self.stages, strict=True))
+        return TappedBackbone(stages, taps, self.layout, self.patch_size).eval()
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
         tapped = {}
