@@ -70,11 +70,7 @@ def _cae_state(net: AutoEncoderNet) -> dict | AutoEncoderNet:
     params = net.get_params(deep=False)
     if params.get("module") is not ConvAutoEncoder:
         return net  # another module class: only a pickle can hold it
-    module_args = {
-        key.removeprefix("module__"): value
-        for key, value in params.items()
-        if key.startswith("module__")
-    }
+    module_args = net.get_params_for("module")
     return {
         "module_args": {**module_args, "layer_sizes": list(module_args["layer_sizes"])},
         "sparsity": float(params["sparsity"]),

@@ -12,13 +12,14 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["POOLINGS", "BlockScaler", "pool", "pooled_names"]
+__all__ = ["POOLINGS", "SPP_GRIDS", "BlockScaler", "pool", "pooled_names"]
 
 #: Accepted values of the featurizers' ``pooling`` parameter.
 POOLINGS = ("avg", "max", "avgmax", "spp")
 
-# Spatial pyramid (He et al., 2015): the whole map, then a 2x2 grid, max-pooled.
-_SPP_GRIDS = (1, 2)
+#: Grids of ``"spp"`` pooling, a spatial pyramid (He et al., 2015): the whole map, then
+#: a 2x2 grid, max-pooled.
+SPP_GRIDS = (1, 2)
 
 
 def _check_pooling(pooling: str) -> None:
@@ -52,7 +53,7 @@ def pool(maps: torch.Tensor, pooling: str) -> torch.Tensor:
         return torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
     n = maps.shape[0]
     return torch.cat(
-        [F.adaptive_max_pool2d(maps, grid).reshape(n, -1) for grid in _SPP_GRIDS], dim=1
+        [F.adaptive_max_pool2d(maps, grid).reshape(n, -1) for grid in SPP_GRIDS], dim=1
     )
 
 
@@ -66,7 +67,7 @@ def pooled_names(prefix: str, n_channels: int, pooling: str) -> list[str]:
     else:
         return [
             f"{prefix}_spp{grid}x{grid}_{c}_{i}_{j}"
-            for grid in _SPP_GRIDS
+            for grid in SPP_GRIDS
             for c in range(n_channels)
             for i in range(grid)
             for j in range(grid)

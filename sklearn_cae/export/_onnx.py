@@ -30,7 +30,7 @@ from .._utils import atomic_write, error_reason
 from ..feature_maps import standardize
 from ..featurizer import BackboneFeaturizer, CAETransferFeaturizer
 from ..images import check_image_size, check_intensity, normalize_batch
-from ..pooling import pool, pooled_names
+from ..pooling import SPP_GRIDS, pool
 from ._runtime import INPUT_DTYPES, check_input_dtype
 
 __all__ = ["ExportError", "export_onnx"]
@@ -55,12 +55,6 @@ _RESIZE_OUTPUT = {
 
 class ExportError(ValueError):
     """A pipeline, or a step of it, cannot be exported to ONNX."""
-
-
-def _spp_grids() -> list[int]:
-    """The grids of "spp" pooling, read from the column names pooling gives it."""
-    names = pooled_names("m", 1, "spp")  # m_spp<g>x<g>_<channel>_<i>_<j>
-    return sorted({int(name.split("_spp")[1].split("x")[0]) for name in names})
 
 
 class _FeatureGraph(nn.Module):
@@ -129,7 +123,7 @@ class _FeatureGraph(nn.Module):
             return pool(maps, self.pooling)
         _, h, w = self.map_shapes[layer]
         parts = []
-        for g in _spp_grids():
+        for g in SPP_GRIDS:
             # adaptive_max_pool2d's cells: [floor(i * h / g), ceil((i + 1) * h / g)).
             cells = [
                 maps[:, :, i * h // g : -(-(i + 1) * h // g), j * w // g : -(-(j + 1) * w // g)]
