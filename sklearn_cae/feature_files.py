@@ -48,6 +48,7 @@ from .images import as_image_source
 
 __all__ = [
     "OUTPUT_FORMATS",
+    "RUN_OPTIONS",
     "FeatureFileReport",
     "UnreadableImageError",
     "fit_write_features",
@@ -59,8 +60,8 @@ __all__ = [
 #: The output formats, by file name ending.
 OUTPUT_FORMATS = (".parquet", ".npz", ".csv")
 _PROGRESS_FORMAT = 1
-# Parameters that change how a run goes, not its features: a resumed run may differ in them.
-_RUN_OPTIONS = ("cache", "device", "verbose", "batch_size")
+#: Parameters that change how a run goes, not its features: a resumed run may differ in them.
+RUN_OPTIONS = ("cache", "device", "verbose", "batch_size")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so that equal features give equal .npz bytes
 
 
@@ -321,7 +322,7 @@ def write_features(
     output = _check_output(output)
     names = _names(X, names)
     # What the features depend on: not where maps are cached, nor how verbose a run is.
-    fitted = {k: v for k, v in vars(featurizer).items() if k not in _RUN_OPTIONS}
+    fitted = {k: v for k, v in vars(featurizer).items() if k not in RUN_OPTIONS}
     fitted = _without_print_sink(fitted)
     fitted_digest = hashlib.sha256(pickle.dumps(fitted, protocol=5)).hexdigest()
     identity = joblib.hash(
@@ -411,7 +412,7 @@ def fit_write_features(
     started = time.perf_counter()
     output = _check_output(output)
     names = _names(X, names)
-    params = {k: v for k, v in featurizer.get_params().items() if k not in _RUN_OPTIONS}
+    params = {k: v for k, v in featurizer.get_params().items() if k not in RUN_OPTIONS}
     params = _without_print_sink(params)
     fit_identity = joblib.hash([type(featurizer).__qualname__, params, _inputs_digest(X, names)])
     identity = [_PROGRESS_FORMAT, "fit", fit_identity, output.suffix.lower(), chunk_size, skip_bad]
@@ -459,7 +460,7 @@ def _fitted(featurizer, X, names, state: _Progress, fit_identity: str, skip_bad:
                 kept = joblib.load(path)
                 # This run's device, cache and verbosity, not those of the run that saved it.
                 run = featurizer.get_params(deep=False)
-                return kept.set_params(**{k: run[k] for k in _RUN_OPTIONS if k in run}), True
+                return kept.set_params(**{k: run[k] for k in RUN_OPTIONS if k in run}), True
     fitted = clone(featurizer)
     bad = _probe_errors(list(X) if _is_files(X) else [], names, skip_bad)
     with _run_cache(fitted, state):

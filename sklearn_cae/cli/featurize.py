@@ -19,9 +19,6 @@ from ._options import (
 
 NAME = "featurize"
 
-# Options that only change where and how a saved featurizer runs, not its features.
-_RUN_PARAMS = ("device", "cache", "verbose", "cae_params", "batch_size")
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -126,10 +123,14 @@ def _check_arguments(args: argparse.Namespace) -> None:
         return
     if args.save_model is not None:
         raise CLIError("--save-model saves the featurizer fitted on INPUT; with --model none is")
+    from ..feature_files import RUN_OPTIONS
+
+    # Options that only change where and how a saved featurizer runs, not its features.
+    run_params = (*RUN_OPTIONS, "cae_params")
     given = [
         f"--{name.replace('_', '-')}"
         for name, value in featurizer_options(args).items()
-        if value is not None and name not in _RUN_PARAMS
+        if value is not None and name not in run_params
     ]
     if given:
         raise CLIError(
