@@ -176,8 +176,17 @@ def _is_files(X) -> bool:
 
 def _inputs_digest(X, names) -> str:
     """Identity of the images: paths with sizes and mtimes, or array content."""
-    content = file_digests(X) if _is_files(X) else joblib.hash(np.asarray(X))
+    content = [_file_digest(path) for path in X] if _is_files(X) else joblib.hash(np.asarray(X))
     return joblib.hash([content, list(names)])
+
+
+def _file_digest(path) -> str:
+    """:func:`file_digests` of one file; a file that cannot be ``stat``-ed is named by
+    the probe that follows (an error, or a skipped row with ``skip_bad``)."""
+    try:
+        return file_digests([path])[0]
+    except OSError:
+        return f"missing:{path}"
 
 
 # -------------------------------------------------------------------- progress folder

@@ -197,3 +197,8 @@ def test_unreadable_images_fail_by_name_or_are_skipped(fitted, folder, tmp_path,
     table = pd.read_csv(output)
     assert report.rows == len(table) == 9 and truncated not in set(table["path"])
     assert "junk.png\t" in report.skipped_text()
+    # A listed file that is gone is skipped like an unreadable one.
+    X = [*X, str(folder / "b" / "gone.png")]
+    report = run(skip_bad=True)
+    assert sorted(path for path, _ in report.skipped) == sorted([truncated, junk, X[-1]])
+    assert report.rows == len(pd.read_csv(output)) == 9
