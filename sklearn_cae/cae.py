@@ -327,8 +327,11 @@ patience, validation_fraction, callbacks, verbose
     # Balanced, as SVC(class_weight="balanced"): small classes count as much as large ones.
     class_weight = None
     if len(labelled):
-        classes = np.arange(labelled.max() + 1)
-        class_weight = compute_class_weight("balanced", classes=classes, y=labelled)
+        # One weight per class index; an index no labelled image has (labels given with
+        # gaps) gets 1, as it never enters the loss.
+        present = np.unique(labelled)
+        class_weight = np.ones(labelled.max() + 1)
+        class_weight[present] = compute_class_weight("balanced", classes=present, y=labelled)
     schedule = list(callbacks or [])
     if use_split and patience is not None:
         schedule.append(("early_stopping", EarlyStopping(patience=patience, load_best=True)))

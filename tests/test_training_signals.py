@@ -277,3 +277,22 @@ def test_cae_training_runs_with_one_thread_on_small_maps(small_breast):
         patch.setattr("sklearn_cae.cae.AutoEncoderNet", Spy)
         feat.fit(small_breast[0])
     assert seen == [1]
+
+
+def test_fit_autoencoder_takes_class_indices_with_gaps():
+    from sklearn_cae.cae import fit_autoencoder
+
+    rng = np.random.default_rng(0)
+    maps = rng.normal(size=(12, 4, 4, 4)).astype(np.float32)
+    labels = np.array([0, 2, 0, 0, -1, -1, 0, 2, -1, -1, -1, -1])  # no image of class 1
+    net = fit_autoencoder(
+        MapViews(maps, labels=labels),
+        layer_sizes=(8,),
+        bottleneck=4,
+        supervision=1.0,
+        max_epochs=1,
+        batch_size=6,
+    )
+    # Balanced over the classes present (4 and 2 images); the absent one never weighs.
+    np.testing.assert_allclose(net.class_weight, [0.75, 1.0, 1.5])
+    assert net.module_.head.out_features == 3
