@@ -118,7 +118,11 @@ def run_demo(
         Fraction of each training fold that is labelled in the few-labels regime.
     n_jobs : int or None, default=-1
         Folds cross-validated at once (-1: one per CPU core; None or 1: one after the
-        other). The scores are the same either way.
+        other). The scores are the same either way: every image's backbone maps are
+        computed once, before the folds (``fill_cache``). (On CPUs whose convolutions
+        round differently with the number of threads, the corrupted views and the
+        codes, computed in each fold with its share of the cores, can differ in their
+        last bits.)
 
     Returns
     -------
@@ -134,8 +138,13 @@ def run_demo(
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="sklearn_cae_demo_") as folder:
+        featurizers = demo_featurizers(random_state, cache=FeatureCache(folder))
+        for featurizer in featurizers.values():
+            # Maps computed here, once, so parallel folds all read the same ones.
+            if hasattr(featurizer, "fill_cache"):
+                featurizer.fill_cache(X)
         results = cross_validate_methods(
-            demo_featurizers(random_state, cache=FeatureCache(folder)),
+            featurizers,
             folds,
             _regime_scorer(X, y, regimes, random_state),
             n_jobs=n_jobs,

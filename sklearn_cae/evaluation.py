@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -233,24 +234,39 @@ def cross_validate_methods(
     """
     progress = Progress() if progress is None else progress
     by_regime: dict[str, list[MethodScores]] = {}
-    for name, method in methods.items():
-        per_fold: list[Mapping[str, Mapping[str, float]]] = []
-        start = time.perf_counter()
-        runs = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_timed)(score_fold, method, train, test) for train, test in folds
-        )
-        bar = progress.bar(runs, total=len(folds), desc=name, unit="fold")
-        for k, (scores, fold_seconds) in enumerate(bar, 1):
-            per_fold.append(scores)
-            progress.line(
-                f"{name}: fold {k}/{len(folds)}: {_describe(scores)} ({fold_seconds:.1f} s)"
-            )
-        seconds = time.perf_counter() - start
-        for regime in per_fold[0]:
-            metrics = per_fold[0][regime]
-            scores = {m: np.array([fold[regime][m] for fold in per_fold]) for m in metrics}
-            by_regime.setdefault(regime, []).append(MethodScores(name, regime, scores, seconds))
+    with warnings.catch_warnings():
+        # loky restarts a worker that grew 300 MB past its first fold (a backbone loaded
+        # after a raw-pixel fold) and warns of a memory leak: a harmless false alarm.
+        warnings.filterwarnings("ignore", "A worker stopped while some jobs", UserWarning)
+        for name, method in methods.items():
+            for result in _score_method(name, method, folds, score_fold, progress, n_jobs):
+                by_regime.setdefault(result.regime, []).append(result)
     return [result for results in by_regime.values() for result in results]
+
+
+def _score_method(
+    name: str, method, folds, score_fold: FoldScorer, progress: Progress, n_jobs
+) -> list[MethodScores]:
+    """One method's scores on every fold, a row per regime; a progress line per fold."""
+    per_fold: list[Mapping[str, Mapping[str, float]]] = []
+    start = time.perf_counter()
+    runs = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_timed)(score_fold, method, train, test) for train, test in folds
+    )
+    bar = progress.bar(runs, total=len(folds), desc=name, unit="fold")
+    for k, (scores, fold_seconds) in enumerate(bar, 1):
+        per_fold.append(scores)
+        progress.line(f"{name}: fold {k}/{len(folds)}: {_describe(scores)} ({fold_seconds:.1f} s)")
+    seconds = time.perf_counter() - start
+    return [
+        MethodScores(
+            name,
+            regime,
+            {m: np.array([fold[regime][m] for fold in per_fold]) for m in per_fold[0][regime]},
+            seconds,
+        )
+        for regime in per_fold[0]
+    ]
 
 
 def _timed(score_fold: FoldScorer, method, train, test):

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -402,6 +402,52 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
             entries.update(zip(lost, recomputed, strict=True))
             entries.update((i, next(computed)) for i in rows if i in missing)
             yield self._split_maps(np.stack([entries[i] for i in rows]), device)
+
+    def fill_cache(self, X) -> _BackboneFeaturizerBase:
+        """Store the backbone maps of ``X`` in ``cache``; fit nothing.
+
+        Fits and transforms of this featurizer, of its clones and of any featurizer
+        with the same backbone, layers and input settings then read these maps instead
+        of running the backbone, in this process or another. Call it before parallel
+        cross-validation (``n_jobs``) over a shared cache: each image's maps are then
+        computed once, in the order and the batches of ``X``, and every fold reads the
+        same maps whichever fold runs first. (Left to the folds, an image's maps come
+        from whichever fold reaches it first, batched with that fold's other missing
+        images; a convolution's last float32 bit can depend on its batch, so the
+        scores could then depend on the folds' timing.)
+
+        Parameters
+        ----------
+        X : array-like of images
+            As for :meth:`fit`.
+
+        Returns
+        -------
+        self
+            Unchanged: a clone loads the backbone.
+
+        Raises
+        ------
+        ValueError
+            Without a ``cache``.
+        """
+        if check_cache(self.cache) is None:
+            raise ValueError(
+                f"fill_cache needs a cache: set {type(self).__name__}(cache=...) to a "
+                "FeatureCache or a folder."
+            )
+        filler = clone(self)
+        with filler._fitting():
+            filler._fill_cache(X)
+        return self
+
+    @fit_context(prefer_skip_nested_validation=True)
+    def _fill_cache(self, X) -> None:
+        self._check_params()
+        images = self._check_images(X, reset=True)
+        self._fit_backbone(images)
+        for _ in self._iter_float16_maps(images, resolve_device(self.device)):
+            pass  # each batch's missing maps are computed and stored as it is read
 
     def backbone_maps(self, X) -> list[np.ndarray]:
         """The tapped backbone maps of ``X``, the maps the features are pooled from.

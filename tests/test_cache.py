@@ -12,9 +12,12 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
 
 from sklearn_cae import BackboneFeaturizer, CAETransferFeaturizer
 from sklearn_cae.cache import (
@@ -323,6 +326,38 @@ def test_training_maps_are_memory_mapped(images, tmp_path, monkeypatch):
     # Without a cache too (in the system's temporary folder): memory does not grow with N.
     CAETransferFeaturizer(**FAST_CAE).fit(images)
     assert len(trained_on) == 2 and isinstance(trained_on[1], np.memmap)
+
+
+def test_fill_cache_stores_the_maps_of_x_and_fits_nothing(images, tmp_path, monkeypatch):
+    settings = {**FAST_CAE, "batch_size": 8}
+    featurizer = CAETransferFeaturizer(cache=tmp_path, **settings)
+    assert featurizer.fill_cache(images) is featurizer
+    with pytest.raises(NotFittedError):
+        check_is_fitted(featurizer)
+    assert _n_entries(tmp_path) == len(images)
+    # A fold then computes no map: it reads each image's maps as batched in X, the
+    # same whichever fold (or process) comes first.
+    saved = []
+    monkeypatch.setattr(
+        FeatureCache, "save_many", lambda self, model, keys, values: saved.append(keys)
+    )
+    fold = np.random.default_rng(2).permutation(len(images))[:11]
+    fitted = clone(featurizer).fit(images[fold])
+    in_batches_of_x = CAETransferFeaturizer(**settings).fit(images[:2])
+    for got, expected in zip(
+        fitted.backbone_maps(images[fold], standardized=False),
+        in_batches_of_x.backbone_maps(images, standardized=False),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, expected[fold])
+    assert saved == []
+
+
+def test_fill_cache_needs_a_cache(images):
+    with pytest.raises(
+        ValueError, match=r"fill_cache needs a cache: set BackboneFeaturizer\(cache"
+    ):
+        BackboneFeaturizer(**FAST).fill_cache(images)
 
 
 def test_grid_search_in_parallel_shares_the_cache(images, tmp_path):

@@ -32,11 +32,12 @@ def test_demo_featurizers_share_one_cache(tmp_path):
 
 def test_run_demo_prints_progress_and_an_honest_table(monkeypatch, capsys, small_breast):
     monkeypatch.setattr(demo, "load_medmnist", lambda name, split: small_breast)
-    fitted_with = []
+    fitted_with, saves_at_fit = [], []
 
     class Recording(CAETransferFeaturizer):
         def fit_transform(self, X, y=None):
             fitted_with.append(None if y is None else np.asarray(y).copy())
+            saves_at_fit.append(len(saved))
             return super().fit_transform(X, y)
 
     tiny = {
@@ -70,6 +71,8 @@ def test_run_demo_prints_progress_and_an_honest_table(monkeypatch, capsys, small
     per_model = Counter(model for model, _ in saved)  # the featurizers may tap other layers
     assert set(per_model.values()) == {len(small_breast[0])}
     assert len(read) > len(saved)
+    # Stored before the first fold (fill_cache), so no fold's timing changes a map.
+    assert saves_at_fit and set(saves_at_fit) == {len(saved)}
     assert not cache.location.exists()  # removed with the run
     out, err = capsys.readouterr()
     assert [(row[0], row[1]) for row in rows] == [
