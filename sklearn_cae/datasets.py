@@ -25,6 +25,7 @@ __all__ = [
     "MEDMNIST_SIZES",
     "MEDMNIST_SPLITS",
     "DatasetError",
+    "find_image_files",
     "load_dataset",
     "load_image_folder",
     "load_medmnist",
@@ -61,6 +62,32 @@ class DatasetError(ValueError):
     path that is neither a folder, an ``.npz`` file nor a MedMNIST name, and so on. A
     subclass of :class:`ValueError`.
     """
+
+
+def find_image_files(folder: str | os.PathLike) -> list[str]:
+    """The image files under ``folder``, recursively, sorted; hidden ones left out.
+
+    Files are picked by their ending (:data:`IMAGE_EXTENSIONS`, any case). Files and
+    folders whose name starts with a dot are left out: macOS writes ``._name.png``
+    metadata files beside images on shared drives, which are not images.
+
+    Parameters
+    ----------
+    folder : str or path-like
+
+    Returns
+    -------
+    list of str
+        Paths, sorted; empty when the folder holds no image file.
+    """
+    folder = Path(folder).expanduser()
+    return sorted(
+        str(path)
+        for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and path.is_file()
+    )
 
 
 @validate_params(

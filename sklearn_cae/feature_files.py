@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from ._utils import atomic_write, error_reason
 from .cache import check_cache, file_digests
-from .datasets import IMAGE_EXTENSIONS
+from .datasets import IMAGE_EXTENSIONS, find_image_files
 from .images import as_image_source
 
 __all__ = [
@@ -101,8 +101,8 @@ def list_inputs(source: str | os.PathLike) -> tuple[list[str] | np.ndarray, list
     Parameters
     ----------
     source : str or path-like
-        A folder, searched recursively for image files (:data:`IMAGE_EXTENSIONS
-        <sklearn_cae.datasets.IMAGE_EXTENSIONS>`; hidden files and folders left out),
+        A folder, searched for image files by
+        :func:`~sklearn_cae.datasets.find_image_files` (recursively, hidden ones left out),
         with or without class sub-folders; a text file with one image path per line
         (blank lines and lines starting with ``#`` ignored, relative paths taken from
         the file's folder); or an ``.npz`` holding ``images`` (or a single array).
@@ -116,13 +116,7 @@ def list_inputs(source: str | os.PathLike) -> tuple[list[str] | np.ndarray, list
     """
     path = Path(source).expanduser()
     if path.is_dir():
-        files = sorted(
-            str(p)
-            for p in path.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            and p.is_file()
-        )
+        files = find_image_files(path)
         if not files:
             raise ValueError(f"no image files under {path} (endings {IMAGE_EXTENSIONS}).")
         return files, files

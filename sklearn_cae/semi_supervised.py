@@ -626,9 +626,9 @@ def few_labels_fold_scorer(X, y, labelled_fraction: float, scoring: dict, random
 def load_unlabelled(path: str | os.PathLike) -> list[str] | np.ndarray:
     """Unlabelled images to fit beside the labelled ones: a folder or an ``.npz`` file.
 
-    What ``--unlabelled PATH`` reads: every image file under a folder (recursively, by
-    :data:`sklearn_cae.datasets.IMAGE_EXTENSIONS`, sorted), or the ``images`` array of an
-    ``.npz`` file.
+    What ``--unlabelled PATH`` reads: every image file under a folder
+    (:func:`sklearn_cae.datasets.find_image_files`: recursively, sorted, hidden files
+    left out), or the ``images`` array of an ``.npz`` file.
 
     Parameters
     ----------
@@ -645,13 +645,11 @@ def load_unlabelled(path: str | os.PathLike) -> list[str] | np.ndarray:
     ValueError
         When an ``.npz`` file has no ``images`` array, or ``path`` is another file.
     """
-    from .datasets import IMAGE_EXTENSIONS
+    from .datasets import IMAGE_EXTENSIONS, find_image_files
 
     path = Path(path).expanduser()
     if path.is_dir():
-        files = sorted(
-            str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
+        files = find_image_files(path)
         if not files:
             raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {path}")
         return files

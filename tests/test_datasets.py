@@ -9,14 +9,18 @@ import pytest
 from PIL import Image
 
 from sklearn_cae import BackboneFeaturizer
+from sklearn_cae.cli._io import image_files
 from sklearn_cae.datasets import (
     DatasetError,
+    find_image_files,
     load_dataset,
     load_image_folder,
     load_medmnist,
     stratified_subset,
     take_rows,
 )
+from sklearn_cae.feature_files import list_inputs
+from sklearn_cae.semi_supervised import load_unlabelled
 
 from .helpers import FAST
 
@@ -76,6 +80,23 @@ def test_class_folders_named_like_splits_warn(covid_root, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_image_folder(covid_root / "images" / "train")  # real classes: no warning
+
+
+@pytest.mark.parametrize(
+    "find",
+    [
+        find_image_files,
+        load_unlabelled,  # fit --unlabelled
+        lambda folder: list_inputs(folder)[0],  # featurize
+        lambda folder: image_files([str(folder)]),  # predict
+    ],
+    ids=["find_image_files", "load_unlabelled", "list_inputs", "cli image_files"],
+)
+def test_every_folder_search_leaves_hidden_files_out(tmp_path, find):
+    for name in ["b/2.PNG", "a/1.png", "a/._1.png", ".trash/3.png", "a/notes.txt"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert find(tmp_path) == [str(tmp_path / "a/1.png"), str(tmp_path / "b/2.PNG")]
 
 
 def test_load_image_folder_errors(tmp_path):

@@ -28,7 +28,7 @@ _RUN_SETTINGS = {"device": "auto", "cache": None, "verbose": 0, "cae_params": No
 
 def image_files(arguments: list[str]) -> list[str]:
     """Expand folders to the image files under them; check that each file exists."""
-    from ..datasets import IMAGE_EXTENSIONS
+    from ..datasets import find_image_files
 
     files = []
     for argument in arguments:
@@ -36,12 +36,10 @@ def image_files(arguments: list[str]) -> list[str]:
             raise CLIError("an image argument is an empty string")
         path = Path(argument).expanduser()
         if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            found = find_image_files(path)
             if not found:
                 raise CLIError(f"no image files in folder {path}")
-            files.extend(str(p) for p in found)
+            files.extend(found)
         elif path.is_file():
             files.append(str(path))
         else:
