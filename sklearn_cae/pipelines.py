@@ -132,6 +132,7 @@ def featurizer_pipelines(
     random_state: int = 0,
     y=None,
     smallest_class: int | None = None,
+    unlabelled: bool = False,
 ) -> dict[str, Pipeline]:
     """CAETransferFeaturizer and BackboneFeaturizer, each + SVC.
 
@@ -156,6 +157,10 @@ def featurizer_pipelines(
     smallest_class : int, default=None
         The fewest images of a class in any set the pipelines will be fitted on (see
         :func:`make_sampler`).
+    unlabelled : bool, default=False
+        Whether the pipelines will be fitted with ``y == -1`` for unlabelled images: the
+        featurizer then learns from every image, and the SVC, with its sampler, from the
+        labelled ones (wrapped in :class:`sklearn_cae.semi_supervised.LabelledOnly`).
 
     Returns
     -------
@@ -168,15 +173,24 @@ def featurizer_pipelines(
     for cls in (CAETransferFeaturizer, BackboneFeaturizer):
         featurizer = cls(**_params_taken(cls, {**params, "random_state": random_state}))
         sampler = make_sampler(resample, random_state=random_state, smallest_class=smallest_class)
-        if sampler is None:
-            pipelines[cls.__name__] = make_pipeline(featurizer, make_classifier(y))
-        else:
-            from imblearn.pipeline import make_pipeline as make_resampling_pipeline
-
-            pipelines[cls.__name__] = make_resampling_pipeline(
-                featurizer, sampler, make_classifier(y)
-            )
+        pipelines[cls.__name__] = _pipeline(featurizer, sampler, make_classifier(y), unlabelled)
     return pipelines
+
+
+def _pipeline(featurizer, sampler, classifier, unlabelled: bool) -> Pipeline:
+    """featurizer [+ sampler] + classifier; with ``unlabelled``, the sampler and the
+    classifier fitted on the labelled rows only (they must never see -1 as a class)."""
+    if sampler is not None:
+        from imblearn.pipeline import make_pipeline as make_resampling_pipeline
+
+        if not unlabelled:
+            return make_resampling_pipeline(featurizer, sampler, classifier)
+        classifier = make_resampling_pipeline(sampler, classifier)
+    if unlabelled:
+        from .semi_supervised import make_pipeline as make_labelled_only_pipeline
+
+        return make_labelled_only_pipeline(featurizer, classifier)  # wraps it in LabelledOnly
+    return make_pipeline(featurizer, classifier)
 
 
 def _params_taken(cls, params: Mapping[str, Any]) -> dict[str, Any]:

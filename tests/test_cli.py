@@ -822,6 +822,28 @@ def test_featurizer_pipelines_give_each_featurizer_the_options_it_takes():
     assert type(plain).__module__.startswith("sklearn.") and type(plain[-1]).__name__ == "SVC"
 
 
+@pytest.mark.parametrize("resample", ["none", "smote"])
+def test_featurizer_pipelines_for_unlabelled_images_fit_the_classifier_on_labelled_rows(
+    resample,
+):
+    from sklearn.pipeline import Pipeline
+
+    from sklearn_cae.pipelines import featurizer_pipelines
+    from sklearn_cae.semi_supervised import LabelledOnly
+
+    built = featurizer_pipelines({}, resample=resample, random_state=2, unlabelled=True)
+    for name, pipe in built.items():
+        assert type(pipe) is Pipeline and len(pipe) == 2 and type(pipe[0]).__name__ == name
+        final = pipe[-1]
+        assert isinstance(final, LabelledOnly)  # the sampler and the SVC never see -1
+        if resample == "none":
+            assert type(final.estimator).__name__ == "SVC"
+        else:
+            sampler, svc = (step for _, step in final.estimator.steps)
+            assert (type(sampler).__name__, sampler.random_state) == ("SMOTE", 2)
+            assert type(svc).__name__ == "SVC"
+
+
 def test_find_featurizers_through_pipelines_searches_wrappers_and_samplers():
     from itertools import islice
 

@@ -340,32 +340,11 @@ def pipelines(
     """
     from ..pipelines import featurizer_pipelines
 
-    resample = "none" if unlabelled else args.resample
-    built = featurizer_pipelines(
+    return featurizer_pipelines(
         featurizer_options(args),
-        resample=resample,
+        resample=args.resample,
         random_state=args.random_state,
         y=y,
         smallest_class=smallest_class,
+        unlabelled=unlabelled,
     )
-    if not unlabelled:
-        return built
-    return {
-        name: _labelled_only_pipeline(pipe, args, smallest_class) for name, pipe in built.items()
-    }
-
-
-def _labelled_only_pipeline(pipe, args: argparse.Namespace, smallest_class: int | None):
-    """``pipe`` (featurizer, ..., classifier), its classifier and sampler on labelled rows."""
-    from ..pipelines import make_sampler
-    from ..semi_supervised import LabelledOnly, make_pipeline
-
-    *before, classifier = (step for _, step in pipe.steps)
-    sampler = make_sampler(
-        args.resample, random_state=args.random_state, smallest_class=smallest_class
-    )
-    if sampler is not None:  # the sampler must never see -1 as a class either
-        from imblearn.pipeline import make_pipeline as make_resampling_pipeline
-
-        classifier = LabelledOnly(make_resampling_pipeline(sampler, classifier))
-    return make_pipeline(*before, classifier)
