@@ -338,7 +338,8 @@ def write_features(
         ]
     )
     state = _Progress(output, identity)
-    report = _write_chunks(featurizer, X, names, output, state, chunk_size, skip_bad, progress)
+    bad = _probe_errors(list(X) if _is_files(X) else [], names, skip_bad)
+    report = _write_chunks(featurizer, X, names, output, state, chunk_size, skip_bad, bad, progress)
     state.remove()
     report.seconds = time.perf_counter() - started
     return report
@@ -352,10 +353,10 @@ def _names(X, names) -> list[str]:
     return [str(x) for x in X] if _is_files(X) else [str(i) for i in range(len(X))]
 
 
-def _write_chunks(featurizer, X, names, output, state, chunk_size, skip_bad, progress):
+def _write_chunks(featurizer, X, names, output, state, chunk_size, skip_bad, bad, progress):
+    """Write the features chunk by chunk; ``bad``: index -> reason of the unreadable images."""
     feature_names = [str(n) for n in featurizer.get_feature_names_out()]
     n_features = len(feature_names)
-    bad = _probe_errors(list(X) if _is_files(X) else [], names, skip_bad)
     parts, reused = [], 0
     with tqdm(total=len(X), unit="img", desc="features", disable=not progress) as bar:
         for start in range(0, len(X), chunk_size):
@@ -420,9 +421,12 @@ def fit_write_features(
     fit_identity = joblib.hash([type(featurizer).__qualname__, params, _inputs_digest(X, names)])
     identity = [_PROGRESS_FORMAT, "fit", fit_identity, output.suffix.lower(), chunk_size, skip_bad]
     state = _Progress(output, joblib.hash(identity))
-    fitted, reused_fit = _fitted(featurizer, X, names, state, fit_identity, skip_bad)
+    # Headers probed once, for the fit and the writing: decode failures the fit meets are
+    # added, so the writing leaves them out without trying them again.
+    bad = _probe_errors(list(X) if _is_files(X) else [], names, skip_bad)
+    fitted, reused_fit = _fitted(featurizer, X, state, fit_identity, skip_bad, bad)
     with _run_cache(fitted, state):
-        report = _write_chunks(fitted, X, names, output, state, chunk_size, skip_bad, progress)
+        report = _write_chunks(fitted, X, names, output, state, chunk_size, skip_bad, bad, progress)
     state.remove()
     report.reused_fit, report.seconds = reused_fit, time.perf_counter() - started
     return fitted, report
@@ -450,8 +454,9 @@ def _run_cache(featurizer, state: _Progress):
         featurizer.set_params(cache=given)
 
 
-def _fitted(featurizer, X, names, state: _Progress, fit_identity: str, skip_bad: bool):
-    """The featurizer fitted on X: from the progress folder or the cache, or fitted now."""
+def _fitted(featurizer, X, state: _Progress, fit_identity: str, skip_bad: bool, bad: dict):
+    """The featurizer fitted on X: from the progress folder or the cache, or fitted now
+    without the ``bad`` images (index -> reason; images that fail to decode are added)."""
     from sklearn.base import clone
 
     cache = check_cache(featurizer.cache)
@@ -465,7 +470,6 @@ def _fitted(featurizer, X, names, state: _Progress, fit_identity: str, skip_bad:
                 run = featurizer.get_params(deep=False)
                 return kept.set_params(**{k: run[k] for k in RUN_OPTIONS if k in run}), True
     fitted = clone(featurizer)
-    bad = _probe_errors(list(X) if _is_files(X) else [], names, skip_bad)
     with _run_cache(fitted, state):
         items = list(X) if _is_files(X) else X
         _run_skipping(fitted.fit, items, skip_bad, bad)

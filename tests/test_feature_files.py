@@ -202,3 +202,21 @@ def test_unreadable_images_fail_by_name_or_are_skipped(fitted, folder, tmp_path,
     report = run(skip_bad=True)
     assert sorted(path for path, _ in report.skipped) == sorted([truncated, junk, X[-1]])
     assert report.rows == len(pd.read_csv(output)) == 9
+
+
+def test_fit_and_write_read_each_header_once_beyond_the_fit_and_transform(
+    folder, tmp_path, monkeypatch
+):
+    """One probe before any work, then only those the featurizer's own fit and transform make."""
+    from sklearn_cae.images import _source
+
+    probed = []
+    probe = _source.probe_file
+    monkeypatch.setattr(
+        _source, "probe_file", lambda index, path: probed.append(path) or probe(index, path)
+    )
+    X, _ = list_inputs(folder)
+    featurizer = BackboneFeaturizer(**FAST)
+    fit_write_features(featurizer, X, tmp_path / "a.csv", chunk_size=4, progress=False)
+    # Each header: the probe, the fit's own check of X, the transform's of its chunk.
+    assert sorted(probed) == sorted(X * 3)
