@@ -3,7 +3,8 @@
 The scripts live in ``benchmarks/`` (not a package): each is loaded from its file.
 ``accuracy.py`` is the benchmark, ``ablation.py`` the design studies,
 ``accuracy_report.py`` the report, ``bench_common.py`` what they share; ``speed.py``,
-``dask_scaling.py`` and ``gpu_check.py`` judge goals (their verdicts are tested here).
+``dask_scaling.py``, ``gpu_check.py`` and ``demo_time.py`` judge goals (their verdicts
+are tested here).
 The fine-tuning baseline is ``tests/test_finetune_smoke.py``'s.
 """
 
@@ -701,3 +702,26 @@ def test_dask_goals_compare_every_run_with_the_reference():
     other_scores = {**same, "cluster": [{"search": search({"b": 16}, [0.5, 0.61])}]}
     verdict = dask_scaling.goals(other_scores, reference)
     assert [met for _, _, met in verdict] == [True, False] and verdict[1][1] == "1 of 2 runs"
+
+
+# ------------------------------------------------------------------ demo_time.py
+def test_demo_time_judges_the_median_and_the_table(tmp_path):
+    demo_time = load_benchmark("demo_time")
+    output = tmp_path / "demo_time.md"
+    # A stand-in for the demo: prints a table whose last column (seconds) varies.
+    table = "import time; print('| method | seconds |'); print(f'| a | {time.time()} |')"
+    tiny = ["--output", str(output), "--command", sys.executable, "-c", table]
+    assert demo_time.main(["--repeats", "2", "--goal-seconds", "60", *tiny]) == 0
+    saved = json.loads(output.with_suffix(".json").read_text())
+    assert [run["table"] for run in saved["runs"]] == [["| method |", "| a |"]] * 2
+    text = output.read_text()
+    assert (
+        "| median wall time <= 60 s |" in text
+        and "| the same table on every run | yes | yes |" in text
+    )
+    assert demo_time.main(["--repeats", "1", "--goal-seconds", "0", *tiny]) == 1
+    assert "| no |" in output.read_text()
+    varying = "import random; print(f'| {random.random()} | 1 |')"
+    command = ["--output", str(output), "--command", sys.executable, "-c", varying]
+    assert demo_time.main(["--repeats", "2", *command]) == 1
+    assert "| the same table on every run | no | no |" in output.read_text()
