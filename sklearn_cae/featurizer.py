@@ -344,17 +344,8 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         """
         if not rows:
             return
-        subset = ImageSource(
-            images.kind,
-            [images.items[i] for i in rows],
-            images.n_channels,
-            (len(rows), *images.shape[1:]),
-            names=[images.names[i] for i in rows] if images.names else None,
-            num_workers=images.num_workers,
-            channels=[images.channels[i] for i in rows],
-        )
         start = 0
-        for _, batch in self._iter_batches(subset, device):
+        for _, batch in self._iter_batches(images.take(rows), device):
             computed = self._half_rows(self.backbone_, batch, device)
             cache.save_many(model, keys[start : start + len(computed)], computed)
             start += len(computed)

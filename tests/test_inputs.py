@@ -596,3 +596,20 @@ def test_dicom_window_falls_back_to_auto_without_a_window(tmp_path, gray):
         np.testing.assert_allclose(
             by_header, BackboneFeaturizer(**FEAT).fit(X).transform(X), atol=1e-6
         )
+
+
+def test_image_source_take_keeps_kind_channels_and_order(tmp_path):
+    grey, colour = np.zeros((6, 5), np.uint8), np.full((6, 5, 3), 200, np.uint8)
+    paths = []
+    for i, image in enumerate([grey, colour, grey]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(image).save(paths[-1])
+    files = as_image_source(paths, channels="convert")
+    subset = files.take([2, 0])
+    assert (subset.kind, subset.shape, subset.n_channels) == ("files", (2, 6, 5, 3), 3)
+    assert subset.items == subset.names == [paths[2], paths[0]]
+    assert subset.channels == [1, 1]  # each image's own; batches replicate them to RGB
+    arrays = as_image_source(np.arange(4 * 3 * 2).reshape(4, 3, 2).astype(np.uint8))
+    taken = arrays.take([3, 1])
+    assert taken.kind == "array" and taken.shape == (2, 3, 2, 1)
+    np.testing.assert_array_equal(np.asarray(taken.items), np.asarray(arrays.items)[[3, 1]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -67,6 +67,28 @@ class ImageSource:
 
     def __repr__(self) -> str:
         return f"ImageSource(kind={self.kind!r}, shape={self.shape})"
+
+    def take(self, rows: Sequence[int]) -> ImageSource:
+        """The images at positions ``rows``, in that order, as an ``ImageSource``.
+
+        Nothing is read: the subset keeps this source's kind, channel count (so that
+        its batches match this source's) and ``num_workers``.
+        """
+        rows = list(rows)
+        items = (
+            self.items[rows]
+            if isinstance(self.items, np.ndarray)
+            else [self.items[i] for i in rows]
+        )
+        return ImageSource(
+            self.kind,
+            items,
+            self.n_channels,
+            (len(rows), *self.shape[1:]),
+            names=[self.names[i] for i in rows] if self.names else None,
+            num_workers=self.num_workers,
+            channels=[self.channels[i] for i in rows],
+        )
 
     def batches(
         self,
