@@ -33,7 +33,6 @@ from .datasets import load_medmnist, stratified_subset
 from .evaluation import (
     ALL_LABELS,
     cross_validate_methods,
-    fit_and_score,
     format_table,
     stratified_folds,
 )
@@ -70,7 +69,7 @@ def _regime_scorer(X, y, regimes: dict[str, float], random_state: int):
     A featurizer that never reads labels is fitted once for all regimes; the
     semi-supervised one once per regime, with ``-1`` for the unlabelled images. The
     classifier is fitted on the features of the labelled images and scored on the
-    held-out fold by :func:`~sklearn_cae.evaluation.fit_and_score`.
+    held-out fold.
     """
     scoring = {"balanced acc.": get_scorer("balanced_accuracy"), "ROC AUC": get_scorer("roc_auc")}
 
@@ -86,12 +85,12 @@ def _regime_scorer(X, y, regimes: dict[str, float], random_state: int):
                     y_fit = np.full(len(train), UNLABELLED)
                     y_fit[labelled] = y[train][labelled]
                 model = clone(featurizer)
-                train_features = model.fit_transform(X[train], y_fit)
-                # The fold's features in the order of X, for fit_and_score to take rows of.
-                features = np.empty((len(y), train_features.shape[1]), train_features.dtype)
-                features[train], features[test] = train_features, model.transform(X[test])
-            score = fit_and_score(features, y, scoring)
-            results[regime] = score(make_classifier(), train[labelled], test)[ALL_LABELS]
+                features = model.fit_transform(X[train], y_fit), model.transform(X[test])
+            train_features, test_features = features
+            classifier = make_classifier().fit(train_features[labelled], y[train][labelled])
+            results[regime] = {
+                name: scorer(classifier, test_features, y[test]) for name, scorer in scoring.items()
+            }
         return results
 
     return score_fold
