@@ -76,7 +76,8 @@ default="auto"
         images on their content, both with everything that changes the maps (backbone,
         weights, layers, image size, preprocessing, package release), so CV folds and grid
         points sharing a backbone reuse them; safe with ``n_jobs > 1`` and several
-        processes. A leading ``~`` is expanded; an empty path or an existing non-folder is
+        processes (call ``fill_cache(X)`` first so that parallel folds all read the
+        same maps). A leading ``~`` is expanded; an empty path or an existing non-folder is
         refused at ``fit``; a cache that cannot be written warns (``CacheWriteWarning``)
         and never fails the fit. See :mod:`sklearn_cae.cache`.""",
     "fitted_backbone": """backbone_ : torch.nn.Module
