@@ -70,24 +70,37 @@ def find_image_files(folder: str | os.PathLike) -> list[str]:
     Files are picked by their ending (:data:`IMAGE_EXTENSIONS`, any case). Files and
     folders whose name starts with a dot are left out: macOS writes ``._name.png``
     metadata files beside images on shared drives, which are not images.
+    :func:`load_image_folder` leaves out the same files.
 
     Parameters
     ----------
     folder : str or path-like
+        The folder to search.
 
     Returns
     -------
     list of str
         Paths, sorted; empty when the folder holds no image file.
+
+    Raises
+    ------
+    NotADirectoryError
+        When ``folder`` is not a folder (missing, or a file).
     """
     folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{str(folder)!r} is not a folder.")
     return sorted(
         str(path)
         for path in folder.rglob("*")
         if path.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and not any(_hidden(part) for part in path.relative_to(folder).parts)
         and path.is_file()
     )
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
 
 
 @validate_params(
@@ -134,7 +147,7 @@ def load_image_folder(
     UserWarning
         When class folders are named like data splits.
     """
-    from torchvision.datasets.folder import find_classes, make_dataset
+    from torchvision.datasets.folder import make_dataset
 
     if not os.fspath(path).strip():
         raise ValueError("load_image_folder got an empty path; pass the root folder.")
@@ -145,9 +158,23 @@ def load_image_folder(
         raise NotADirectoryError(
             f"{str(root)!r} is a file; load_image_folder needs a folder of class sub-folders."
         )
-    class_names, class_to_idx = find_classes(root)  # raises when there are none
+    # Hidden class folders and files (e.g. macOS's ._name.png) are left out, as by
+    # find_image_files: they are not images.
+    class_names = sorted(
+        entry.name for entry in os.scandir(root) if entry.is_dir() and not _hidden(entry.name)
+    )
+    if not class_names:
+        raise FileNotFoundError(f"Couldn't find any class folder in {str(root)!r}.")
     _warn_if_splits(root, class_names)
-    samples = make_dataset(root, class_to_idx, extensions=tuple(e.lower() for e in extensions))
+    endings = tuple(e.lower() for e in extensions)
+    samples = make_dataset(
+        root,
+        {name: i for i, name in enumerate(class_names)},
+        is_valid_file=lambda file: (
+            file.lower().endswith(endings)
+            and not any(_hidden(part) for part in Path(file).relative_to(root).parts)
+        ),
+    )
     paths = np.asarray([p for p, _ in samples], dtype=str)
     labels = np.asarray([label for _, label in samples], dtype=np.int64)
     return paths, labels, list(class_names)

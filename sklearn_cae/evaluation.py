@@ -237,7 +237,13 @@ def cross_validate_methods(
     with warnings.catch_warnings():
         # loky restarts a worker that grew 300 MB past its first fold (a backbone loaded
         # after a raw-pixel fold) and warns of a memory leak: a harmless false alarm.
-        warnings.filterwarnings("ignore", "A worker stopped while some jobs", UserWarning)
+        # Its executor's thread warns, so this relies on the process-wide filter list.
+        warnings.filterwarnings(
+            "ignore",
+            "A worker stopped while some jobs",
+            UserWarning,
+            module=r"joblib\.externals\.loky",
+        )
         for name, method in methods.items():
             for result in _score_method(name, method, folds, score_fold, progress, n_jobs):
                 by_regime.setdefault(result.regime, []).append(result)

@@ -394,7 +394,7 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
             entries.update((i, next(computed)) for i in rows if i in missing)
             yield self._split_maps(np.stack([entries[i] for i in rows]), device)
 
-    def fill_cache(self, X) -> _BackboneFeaturizerBase:
+    def fill_cache(self, X):
         """Store the backbone maps of ``X`` in ``cache``; fit nothing.
 
         Fits and transforms of this featurizer, of its clones and of any featurizer
@@ -405,7 +405,9 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         same maps whichever fold runs first. (Left to the folds, an image's maps come
         from whichever fold reaches it first, batched with that fold's other missing
         images; a convolution's last float32 bit can depend on its batch, so the
-        scores could then depend on the folds' timing.)
+        scores could then depend on the folds' timing.) A cache whose ``max_size``
+        cannot hold the maps of ``X`` evicts some of them, and the folds compute those
+        again.
 
         Parameters
         ----------

@@ -89,14 +89,22 @@ def test_class_folders_named_like_splits_warn(covid_root, tmp_path):
         load_unlabelled,  # fit --unlabelled
         lambda folder: list_inputs(folder)[0],  # featurize
         lambda folder: image_files([str(folder)]),  # predict
+        lambda folder: load_image_folder(folder)[0].tolist(),  # fit, evaluate DATA
     ],
-    ids=["find_image_files", "load_unlabelled", "list_inputs", "cli image_files"],
+    ids=["find_image_files", "load_unlabelled", "list_inputs", "cli image_files", "ImageFolder"],
 )
 def test_every_folder_search_leaves_hidden_files_out(tmp_path, find):
     for name in ["b/2.PNG", "a/1.png", "a/._1.png", ".trash/3.png", "a/notes.txt"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     assert find(tmp_path) == [str(tmp_path / "a/1.png"), str(tmp_path / "b/2.PNG")]
+
+
+def test_find_image_files_refuses_what_is_not_a_folder(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"")
+    for path in (tmp_path / "x.png", tmp_path / "missing"):
+        with pytest.raises(NotADirectoryError, match="is not a folder"):
+            find_image_files(path)
 
 
 def test_load_image_folder_errors(tmp_path):

@@ -84,6 +84,9 @@ def test_run_demo_prints_progress_and_an_honest_table(monkeypatch, capsys, small
     for row in rows:
         assert 0 <= row[2] <= 1 and 0 <= row[4] <= 1
     assert err.count("fold 1/2") == 2 and err.count("fold 2/2") == 2
+    n_images = len(small_breast[0])
+    for name in ("BackboneFeaturizer", "semi"):  # the maps, before the folds
+        assert f"{name}: backbone maps of {n_images} images (" in err
     # One progress line per method and fold, with the scores of both regimes.
     assert any(
         line.startswith("semi: fold 2/2: all labels: balanced acc. ") and "; 20% labels: " in line
@@ -117,5 +120,7 @@ def test_folds_in_parallel_give_the_same_scores(monkeypatch, capsys, small_breas
     # (method, regime, bacc mean, bacc std, AUC mean, AUC std): all but the seconds
     assert [row[:6] for row in parallel] == [row[:6] for row in one_by_one]
     err = capsys.readouterr().err
-    folds = [line.split(":")[1].strip() for line in err.splitlines() if line.startswith("semi:")]
+    folds = [
+        line.split(":")[1].strip() for line in err.splitlines() if line.startswith("semi: fold")
+    ]
     assert folds == ["fold 1/3", "fold 2/3", "fold 3/3"] * 2  # in fold order both times

@@ -86,9 +86,17 @@ def _fold_that_grows_its_worker(method, train, test):
 def test_parallel_folds_do_not_warn_of_a_leak_when_a_worker_grows(data, recwarn):
     """loky restarts a worker 300 MB above its first task's size and warns of a "memory
     leak" (the demo: a raw-pixel fold, then a backbone's); the restart is harmless."""
+    import psutil  # noqa: F401 (a test dependency: without it loky never restarts a worker)
+    from joblib.externals.loky import get_reusable_executor
+
     _, y = data
     folds = stratified_folds(y, 6, random_state=0)
-    [result] = cross_validate_methods({"grows": None}, folds, _fold_that_grows_its_worker, n_jobs=2)
+    try:
+        [result] = cross_validate_methods(
+            {"grows": None}, folds, _fold_that_grows_its_worker, n_jobs=2
+        )
+    finally:  # the workers hold what the folds kept: free it for the other tests
+        get_reusable_executor().shutdown(wait=True)
     np.testing.assert_array_equal(result.scores["test images"], [len(t) for _, t in folds])
     assert [str(w.message) for w in recwarn if "worker stopped" in str(w.message)] == []
 

@@ -608,8 +608,14 @@ def test_image_source_take_keeps_kind_channels_and_order(tmp_path):
     subset = files.take([2, 0])
     assert (subset.kind, subset.shape, subset.n_channels) == ("files", (2, 6, 5, 3), 3)
     assert subset.items == subset.names == [paths[2], paths[0]]
-    assert subset.channels == [1, 1]  # each image's own; batches replicate them to RGB
-    arrays = as_image_source(np.arange(4 * 3 * 2).reshape(4, 3, 2).astype(np.uint8))
-    taken = arrays.take([3, 1])
+    assert subset.channels == [1, 1]  # each image's own
+    array = as_image_source(np.arange(4 * 3 * 2).reshape(4, 3, 2).astype(np.uint8))
+    taken = array.take([3, 1])
     assert taken.kind == "array" and taken.shape == (2, 3, 2, 1)
-    np.testing.assert_array_equal(np.asarray(taken.items), np.asarray(arrays.items)[[3, 1]])
+    np.testing.assert_array_equal(np.asarray(taken.items), np.asarray(array.items)[[3, 1]])
+    # Lists of arrays of different sizes, and PIL images: lists of items.
+    mixed = [np.zeros((4, 4), np.uint8), np.ones((5, 3), np.uint8), np.full((2, 2), 7, np.uint8)]
+    for source in (as_image_source(mixed), as_image_source([Image.fromarray(a) for a in mixed])):
+        taken = source.take([2, 0])
+        assert taken.kind == source.kind and len(taken) == 2
+        assert taken.items == [source.items[2], source.items[0]]

@@ -71,8 +71,17 @@ class ImageSource:
     def take(self, rows: Sequence[int]) -> ImageSource:
         """The images at positions ``rows``, in that order, as an ``ImageSource``.
 
-        Nothing is read: the subset keeps this source's kind, channel count (so that
-        its batches match this source's) and ``num_workers``.
+        Nothing is read. The subset keeps this source's ``kind``, ``n_channels`` and
+        ``num_workers``, and each image's own ``channels``.
+
+        Parameters
+        ----------
+        rows : sequence of int
+            Positions in this source.
+
+        Returns
+        -------
+        ImageSource
         """
         rows = list(rows)
         items = (
