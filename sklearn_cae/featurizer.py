@@ -295,15 +295,7 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
                 yield [m.half().contiguous() for m in maps]
             return
         backbone = self.backbone_.to(device)
-        model = model_digest(
-            backbone,
-            layers=self.layers_,
-            image_size=check_image_size(self.image_size),
-            intensity=check_intensity(self.intensity),
-            mean=self.input_mean_,
-            std=self.input_std_,
-            device=device,
-        )
+        model = self._cache_model(device)
         if images.kind == "files" and cache.key == "file":
             yield from self._iter_file_cached_maps(images, device, cache, model)
             return
@@ -318,6 +310,18 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
                 for i, values in zip(missing, computed, strict=True):
                     entries[i] = values
             yield self._split_maps(np.stack(entries), device)
+
+    def _cache_model(self, device: torch.device) -> str:
+        """The cache's key for this featurizer's maps: everything that changes them."""
+        return model_digest(
+            self.backbone_,
+            layers=self.layers_,
+            image_size=check_image_size(self.image_size),
+            intensity=check_intensity(self.intensity),
+            mean=self.input_mean_,
+            std=self.input_std_,
+            device=device,
+        )
 
     def _n_map_values(self) -> int:
         return sum(int(np.prod(shape)) for shape in self.map_shapes_)
@@ -439,7 +443,20 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         self._check_params()
         images = self._check_images(X, reset=True)
         self._fit_backbone(images)
-        for _ in self._iter_float16_maps(images, resolve_device(self.device)):
+        device = resolve_device(self.device)
+        cache = check_cache(self.cache)
+        if images.kind == "files" and cache.key == "file":
+            # Keys need no decoding: compute the missing maps only, read no hit back.
+            model = self._cache_model(device)
+            keys = file_digests(images.items)
+            present = cache.contains(model, keys)
+            missing = {i for i, key in enumerate(keys) if key not in present}
+            for rows in self._missing_segments(missing, len(keys)):
+                row_keys = [keys[i] for i in rows]
+                for _ in self._iter_computed_rows(images, rows, row_keys, device, cache, model):
+                    pass  # stored as they are computed
+            return
+        for _ in self._iter_float16_maps(images, device):
             pass  # each batch's missing maps are computed and stored as it is read
 
     def backbone_maps(self, X) -> list[np.ndarray]:

@@ -12,6 +12,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
@@ -351,6 +352,33 @@ def test_fill_cache_stores_the_maps_of_x_and_fits_nothing(images, tmp_path, monk
     ):
         np.testing.assert_array_equal(got, expected[fold])
     assert saved == []
+
+
+def test_fill_cache_of_files_computes_only_the_missing_maps(images, tmp_path, monkeypatch):
+    paths = []
+    for i, image in enumerate(images[:10]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(image).save(paths[-1])
+    cache = tmp_path / "cache"
+    featurizer = BackboneFeaturizer(cache=cache, **FAST)
+    featurizer.fill_cache(paths[:6])
+    calls = {"load_many": 0, "save_many": []}
+    load_many, save_many = FeatureCache.load_many, FeatureCache.save_many
+
+    def counting_load(self, *args, **kwargs):
+        calls["load_many"] += 1
+        return load_many(self, *args, **kwargs)
+
+    def recording_save(self, model, keys, values):
+        calls["save_many"].extend(keys)
+        return save_many(self, model, keys, values)
+
+    monkeypatch.setattr(FeatureCache, "load_many", counting_load)
+    monkeypatch.setattr(FeatureCache, "save_many", recording_save)
+    featurizer.fill_cache(paths)
+    # The 6 stored maps are neither read back nor computed again; the 4 new ones are.
+    assert calls["load_many"] == 0 and len(calls["save_many"]) == 4
+    assert _n_entries(cache) == 10
 
 
 def test_fill_cache_needs_a_cache(images):
