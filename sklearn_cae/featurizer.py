@@ -375,8 +375,10 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
             segments[-1].extend(rows)
         return segments
 
-    def _iter_file_cached_maps(self, images: ImageSource, device, cache, model):
-        """Cached maps of image files keyed on (path, size, mtime): hits are never decoded."""
+    def _missing_file_maps(self, images: ImageSource, device, cache, model):
+        """``(keys, missing, computed)`` of image files keyed on (path, size, mtime):
+        their keys, the positions the cache lacks, and a lazy stream of those positions'
+        flat maps, computed (and stored) in order when read."""
         keys = file_digests(images.items)
         present = cache.contains(model, keys)
         missing = {i for i, key in enumerate(keys) if key not in present}
@@ -384,6 +386,11 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
             self._iter_computed_rows(images, rows, [keys[i] for i in rows], device, cache, model)
             for rows in self._missing_segments(missing, len(keys))
         )
+        return keys, missing, computed
+
+    def _iter_file_cached_maps(self, images: ImageSource, device, cache, model):
+        """Cached maps of image files keyed on (path, size, mtime): hits are never decoded."""
+        keys, missing, computed = self._missing_file_maps(images, device, cache, model)
         n_values = self._n_map_values()
         for start in range(0, len(keys), self.batch_size):
             rows = range(start, min(start + self.batch_size, len(keys)))
@@ -447,17 +454,13 @@ class _BackboneFeaturizerBase(TransformerMixin, BaseEstimator):
         cache = check_cache(self.cache)
         if images.kind == "files" and cache.key == "file":
             # Keys need no decoding: compute the missing maps only, read no hit back.
-            model = self._cache_model(device)
-            keys = file_digests(images.items)
-            present = cache.contains(model, keys)
-            missing = {i for i, key in enumerate(keys) if key not in present}
-            for rows in self._missing_segments(missing, len(keys)):
-                row_keys = [keys[i] for i in rows]
-                for _ in self._iter_computed_rows(images, rows, row_keys, device, cache, model):
-                    pass  # stored as they are computed
-            return
-        for _ in self._iter_float16_maps(images, device):
-            pass  # each batch's missing maps are computed and stored as it is read
+            _, _, computed = self._missing_file_maps(
+                images, device, cache, self._cache_model(device)
+            )
+        else:  # each batch's missing maps are computed and stored as it is read
+            computed = self._iter_float16_maps(images, device)
+        for _ in computed:
+            pass
 
     def backbone_maps(self, X) -> list[np.ndarray]:
         """The tapped backbone maps of ``X``, the maps the features are pooled from.
