@@ -102,7 +102,6 @@ def test_merge_keeps_the_other_data_sets_and_replaces_reruns(few_labels, tmp_pat
 
 
 def test_figure_plots_every_method_and_the_fine_tuning(few_labels, tmp_path, monkeypatch):
-    pytest.importorskip("matplotlib")
     plotted = []
     monkeypatch.setattr(
         few_labels, "plot_label_efficiency", lambda rows, path: plotted.extend(rows)
@@ -123,7 +122,6 @@ def test_figure_plots_every_method_and_the_fine_tuning(few_labels, tmp_path, mon
 
 
 def test_figure_part_writes_the_image(few_labels, tmp_path):
-    pytest.importorskip("matplotlib")
     args = few_labels.parse_args(["--out", str(tmp_path)])
     few_labels.write(args, "judge", "", _judge_rows("breastmnist", 0.6), 1.0)
     figure = tmp_path / "efficiency.png"
