@@ -13,6 +13,10 @@ means another process shared the cores.
 Usage::
 
     python benchmarks/demo_time.py [--repeats 2] [--goal-seconds 180]
+    # an older release's demo, e.g. before the parallel folds (1d579b8)
+    git worktree add ../old 1d579b8
+    python benchmarks/demo_time.py --repeats 1 --output /tmp/old.md \
+        --command sh -c "cd ../old && exec python -m sklearn_cae demo"
 """
 
 from __future__ import annotations
@@ -73,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--goal-seconds", type=float, default=180.0)
     parser.add_argument("--output", type=Path, default=RESULTS / "demo_time.md")
-    # What to time instead of the demo (the smoke test times a tiny command).
-    parser.add_argument("--command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--command",
+        nargs=argparse.REMAINDER,
+        help="what to time instead of this checkout's demo (last option), e.g. an older "
+        'checkout\'s: sh -c "cd ../old && exec python -m sklearn_cae demo"',
+    )
     args = parser.parse_args(argv)
     command = args.command or DEMO
     runs = []
@@ -82,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(run_once(command))
         print(f"run {k + 1}/{args.repeats}: {runs[-1]['seconds']:.1f} s", flush=True)
     results = goals(runs, args.goal_seconds)
-    shown = " ".join(["python", *command[1:]])  # not this machine's interpreter path
+    # "python", not this machine's interpreter path
+    shown = " ".join(["python" if command[0] == sys.executable else command[0], *command[1:]])
     write_json(
         {"command": shown, "cpu_count": os.cpu_count(), "runs": runs},
         args.output.with_suffix(".json"),
